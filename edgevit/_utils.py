@@ -1,0 +1,121 @@
+"""Small shared helpers: the error type, atomic writes, lazy backend imports."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class EdgeVitError(Exception):
+    """A user-facing error: the message says what was wrong, where, and what to do.
+
+    The CLI prints it on one line and exits non-zero; library callers can catch it.
+    """
+
+
+def require(module: str, extra: str) -> Any:
+    """Import a heavy optional backend lazily.
+
+    Args:
+        module: dotted module name, e.g. ``"coremltools"``.
+        extra: the pip extra that provides it, e.g. ``"coreml"``.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        EdgeVitError: the module is not installed; names the extra to install.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise EdgeVitError(
+            f"{module} is needed for this step but could not be imported ({e}); install it with "
+            f"`pip install 'edgevit[{extra}]'`"
+        ) from e
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    Works for files and for directories (``.mlpackage``). A crash or an exception leaves any
+    previous artifact at ``path`` untouched and no half-written file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = tmp_dir / path.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise EdgeVitError(f"internal error: nothing was written for {path}")
+        _default_permissions(tmp)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _default_permissions(path: Path) -> None:
+    """Give a finished temp file/dir the permissions a plain ``open()`` would have (mkdtemp uses 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically and return the path."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Read a JSON file with a clear error when it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeVitError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgeVitError(f"{what} {path} is not valid JSON: {e}") from e
+
+
+def path_size(path: str | os.PathLike) -> int:
+    """Size in bytes of a file, or of all files under a directory (``.mlpackage``)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def progress_bar(enabled: bool = True):
+    """A rich ``Progress`` with description, bar, count, ETA and a free ``info`` field; a no-op if disabled.
+
+    Tasks must be added with ``info=""``; update it with ``bars.update(task, info=...)``.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        disable=not enabled,
+    )

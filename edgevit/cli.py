@@ -1,0 +1,247 @@
+"""``edgevit`` command line: each verb reads and writes files in a run directory.
+
+    edgevit run recipes/quickstart.yaml --out runs/quickstart     # train -> quantize -> export -> parity
+    edgevit train RECIPE --out RUN ; edgevit quantize RUN ; edgevit export RUN ; edgevit parity RUN
+    edgevit export --model vit_tiny_patch16 --backend executorch --out vit.pte   # one artifact, scriptable
+    edgevit models 'vit_*'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgevit._utils import EdgeVitError
+
+app = typer.Typer(
+    name="edgevit",
+    help="Train, quantize and export vision transformers for phones, with parity checked on real data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class BackendName(str, Enum):
+    executorch = "executorch"
+    tflite = "tflite"
+    coreml = "coreml"
+    onnx = "onnx"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+def _echo(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@app.command("models")
+def models_cmd(
+    pattern: str = typer.Argument("*", help="Shell-style filter, e.g. 'vit_*'."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list with parameter counts."),
+) -> None:
+    """List the registered models with their parameter counts (1000-class head, native resolution)."""
+    from edgevit.models import create_model, list_models
+
+    rows = []
+    for name in list_models(pattern):
+        if name in ("vit_giant_patch14", "vit_gigantic_patch14"):
+            rows.append({"name": name, "params": None})  # billions of parameters: not built just to count
+            continue
+        m = create_model(name)
+        rows.append({"name": name, "params": sum(p.numel() for p in m.parameters())})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "params")
+    for r in rows:
+        table.add_row(r["name"], "–" if r["params"] is None else f"{r['params'] / 1e6:.2f}M")
+    Console().print(table)
+
+
+@app.command("train")
+def train_cmd(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to create or resume."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.json."),
+) -> None:
+    """Train the recipe's model; writes checkpoints/, metrics.csv and model.safetensors into OUT."""
+    from edgevit.recipe import Recipe, stage_train
+
+    top1 = stage_train(Recipe.load(recipe), out, resume=resume)
+    _echo(f"val top-1 {top1:.2f}%  model: {out / 'model.safetensors'}")
+
+
+@app.command("quantize")
+def quantize_cmd(run_dir: Path = typer.Argument(..., help="A run directory with a trained model.")) -> None:
+    """Post-training static int8 (PT2E, XNNPACK quantizer) calibrated on training images.
+
+    Writes RUN_DIR/artifacts/pytorch_int8.pt2, the int8 model that int8 exports lower from.
+    """
+    from edgevit.recipe import stage_quantize
+
+    art = stage_quantize(run_dir)
+    _echo(f"int8 model: {art.path}")
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Optional[Path] = typer.Argument(None, help="Export every target of this run's recipe."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Registry name, or a run directory / model.safetensors with its .json."
+    ),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict (.safetensors/.pth) for --model NAME."),
+    backend: Optional[BackendName] = typer.Option(None, "--backend", "-b", help="Target runtime."),
+    precision: Optional[Precision] = typer.Option(None, "--precision", "-p", help="Default: the backend's float."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input resolution (default: the model's)."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Head size for a registry name."),
+    calib_dir: Optional[Path] = typer.Option(
+        None, "--calib-dir", help="ImageFolder to calibrate int8 on (default: digits at the model's size)."
+    ),
+    calib_images: int = typer.Option(128, "--calib-images", help="Calibration images for int8."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (.pte/.tflite/.mlpackage/.onnx)."),
+) -> None:
+    """Export a run's artifacts (RUN_DIR), or one model to one file (--model ... --backend ... --out ...).
+
+    A registry name without --weights exports a randomly initialised model: a quick check that an
+    architecture lowers to a backend.
+    """
+    if run_dir is not None:
+        if model or backend or out:
+            raise EdgeVitError("give either RUN_DIR or --model/--backend/--out, not both")
+        from edgevit.recipe import stage_export
+
+        for art in stage_export(run_dir):
+            _echo(f"{art.backend:>10} {art.precision}: {art.path}")
+        return
+    if not (model and backend and out):
+        raise EdgeVitError("export needs RUN_DIR, or all of --model, --backend and --out")
+    from edgevit.export import DEFAULT_PRECISION, export
+    from edgevit.models import create_model, load_model
+
+    prec = precision.value if precision else DEFAULT_PRECISION[backend.value]
+    if Path(model).exists():
+        net, meta = load_model(model)
+        mean, std = meta.get("mean"), meta.get("std")
+        size = meta["args"].get("img_size")
+        if img_size and img_size != size:
+            raise EdgeVitError(f"{model} was trained at img_size {size}; --img-size {img_size} does not match")
+    else:
+        args = {k: v for k, v in {"img_size": img_size, "num_classes": num_classes}.items() if v is not None}
+        net = create_model(model, weights=weights, **args).eval()
+        mean, std = net.default_cfg["mean"], net.default_cfg["std"]
+    c, h, w = net.default_cfg["input_size"]
+    example = _calibration(calib_dir, h, mean, std, 1)
+    source = net
+    if prec == "int8":
+        if backend.value != "executorch":
+            raise EdgeVitError(f"int8 export is available for executorch today, not {backend.value}")
+        from edgevit.quantize import PTQConfig, quantize
+
+        calib = _calibration(calib_dir, h, mean, std, calib_images)
+        source = quantize(net, PTQConfig(calib_images=calib_images), calib, example)
+    art = export(source, example, backend.value, out, prec)
+    _echo(f"{art.backend} {art.precision}: {art.path}")
+    for key, value in art.info.items():
+        _echo(f"  {key}: {value}")
+
+
+def _calibration(calib_dir: Optional[Path], size: int, mean, std, n: int):
+    """``n`` images at ``size`` px: from an ImageFolder if given, else from digits (real data, shipped)."""
+    from edgevit.data import calibration_batch, digits, imagefolder
+
+    data = imagefolder(calib_dir, size, mean=mean, std=std, augment=False) if calib_dir else None
+    data = data or digits(size, mean=mean, std=std)
+    return calibration_batch(data.train, n)
+
+
+@app.command("parity")
+def parity_cmd(run_dir: Path = typer.Argument(..., help="A run directory with artifacts/manifest.json.")) -> None:
+    """Re-check every artifact of RUN_DIR against its PyTorch model on the whole validation split.
+
+    Writes parity.json and report.md; exits 1 when any artifact misses its tolerance (use it as a CI gate).
+    """
+    from edgevit.recipe import stage_parity
+
+    report, md = stage_parity(run_dir)
+    _summary(report, md)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/quickstart.yaml."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Resume training from OUT's last checkpoint."),
+) -> None:
+    """train -> quantize -> export -> parity, in order, into OUT. Exits 1 if parity fails."""
+    from edgevit.recipe import Recipe, run
+
+    report, md = run(Recipe.load(recipe), out, resume=resume)
+    _summary(report, md)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _summary(report, md: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ref = report.reference
+    table = Table(title=f"parity vs PyTorch fp32 (top-1 {ref['top1']:.2f}%, {report.num_images} val images)")
+    for col in ("backend", "precision", "top-1 %", "agreement", "max abs err", "latency ms", "result"):
+        table.add_column(col)
+    for a in report.artifacts:
+        if not a["runnable"]:
+            table.add_row(a["backend"], a["precision"], "–", "–", "–", "–", f"not run: {a['reason']}")
+            continue
+        result = "[green]pass[/green]" if a["passed"] else "[red]FAIL[/red] " + "; ".join(a["failures"])
+        table.add_row(
+            a["backend"],
+            a["precision"],
+            f"{a['top1']:.2f}",
+            f"{a['agreement']:.4f}",
+            f"{a['max_abs_err']:.2e}",
+            f"{a['latency_ms']['median']:.3f}",
+            result,
+        )
+    Console(stderr=True).print(table)
+    _echo(f"report: {md}  (and {md.with_name('parity.json')})")
+
+
+def main() -> None:
+    """Entry point: one-line errors and a non-zero exit for bad input, never a traceback."""
+    import click
+
+    try:
+        rc = app(standalone_mode=False)
+    except click.exceptions.Abort:
+        _echo("interrupted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except EdgeVitError as e:
+        _echo(f"error: {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _echo("interrupted; completed checkpoints and artifacts are intact (train resumes with --resume)")
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

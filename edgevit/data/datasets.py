@@ -1,0 +1,131 @@
+"""Datasets: scikit-learn's bundled handwritten ``digits`` (real data, no download) and ``imagefolder``.
+
+Both return a :class:`DataSplits` of two map-style datasets yielding ``(image [3, H, W] float, label)``,
+normalised with the model's mean/std, plus the class names. The validation transform is deterministic,
+so parity compares every backend on exactly the same tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from edgevit._utils import EdgeVitError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataSplits:
+    """A train and a validation dataset plus the class names, in label order."""
+
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+
+
+def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of a fixed stratified train/val split (the same for the same labels, fraction and seed)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < val_fraction < 1.0:
+        raise EdgeVitError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    idx = list(range(len(labels)))
+    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, stratify=list(labels), random_state=seed)
+    return sorted(train_idx), sorted(val_idx)
+
+
+def digits_tensors(img_size: int = 32, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3):
+    """All 1,797 scikit-learn digits as ``[N, 3, img_size, img_size]`` normalised floats and ``[N]`` labels.
+
+    The 8x8 images (ink 0..16) are scaled to [0, 1], bilinearly upsampled, repeated to 3 channels and
+    normalised with ``mean``/``std``.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().div_(16.0).unsqueeze(1)  # [N, 8, 8] -> [N, 1, 8, 8] in [0, 1]
+    x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+    x = x.expand(-1, 3, -1, -1)  # [N, 1, S, S] -> [N, 3, S, S]
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    x = ((x - m) / s).contiguous()
+    return x, torch.from_numpy(d.target).long()
+
+
+def digits(
+    img_size: int = 32,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    mean: Sequence[float] = (0.5,) * 3,
+    std: Sequence[float] = (0.5,) * 3,
+) -> DataSplits:
+    """scikit-learn's handwritten digits (1,797 real 8x8 scans, 10 classes) with a stratified split by seed."""
+    if img_size < 8:
+        raise EdgeVitError(f"digits img_size must be >= 8 (the native size), got {img_size}")
+    x, y = digits_tensors(img_size, mean, std)
+    full = TensorDataset(x, y)
+    train_idx, val_idx = stratified_split(y.tolist(), val_fraction, seed)
+    return DataSplits(Subset(full, train_idx), Subset(full, val_idx), [str(i) for i in range(10)])
+
+
+def imagefolder(
+    root: str | Path,
+    img_size: int = 224,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    augment: bool = True,
+) -> DataSplits:
+    """A user's ``root/<class>/<image>`` dataset.
+
+    If ``root`` has ``train/`` and ``val/`` subfolders they are used as the splits; otherwise one folder is
+    split (stratified, by ``seed``). Training uses timm's standard train transform (random-resized crop,
+    flip) when ``augment``; validation resizes to ``img_size / 0.875`` and centre-crops ``img_size``.
+    """
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    if not root.is_dir():
+        raise EdgeVitError(f"dataset path not found or not a directory: {root}")
+    train_tf = create_transform(img_size, is_training=augment, mean=mean, std=std, crop_pct=0.875)
+    val_tf = create_transform(img_size, is_training=False, mean=mean, std=std, crop_pct=0.875)
+    try:
+        if (root / "train").is_dir() and (root / "val").is_dir():
+            train = ImageFolder(str(root / "train"), transform=train_tf)
+            val = ImageFolder(str(root / "val"), transform=val_tf)
+            if val.classes != train.classes:
+                raise EdgeVitError(f"{root}/train and {root}/val have different class folders")
+            return DataSplits(train, val, list(train.classes))
+        train_full = ImageFolder(str(root), transform=train_tf)
+        val_full = ImageFolder(str(root), transform=val_tf)
+    except (FileNotFoundError, RuntimeError) as e:  # torchvision: no class folders / no valid images
+        raise EdgeVitError(f"cannot read an image-folder dataset at {root}: {e}") from e
+    train_idx, val_idx = stratified_split(train_full.targets, val_fraction, seed)
+    return DataSplits(Subset(train_full, train_idx), Subset(val_full, val_idx), list(train_full.classes))
+
+
+DATASETS = {"digits": digits, "imagefolder": imagefolder}
+
+
+def build_dataset(name: str, **kwargs) -> DataSplits:
+    """Build a dataset by name (``digits`` or ``imagefolder``) with its keyword arguments."""
+    if name not in DATASETS:
+        raise EdgeVitError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name](**kwargs)
+
+
+def calibration_batch(dataset: Dataset, num_images: int, seed: int = 0) -> torch.Tensor:
+    """A deterministic ``[num_images, C, H, W]`` sample of ``dataset`` images (for PTQ calibration)."""
+    n = min(num_images, len(dataset))
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(dataset), generator=g)[:n].tolist()
+    return torch.stack([dataset[i][0] for i in idx])

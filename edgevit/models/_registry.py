@@ -1,0 +1,66 @@
+"""The model registry: ``register_model``, ``create_model``, ``list_models``.
+
+Architectures register thin entry points (``@register_model def vit_tiny_patch16(**kw)``) that look
+their config up in a dict of dataclasses, as timm does. ``create_model`` is the one factory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from pathlib import Path
+
+import torch.nn as nn
+
+from edgevit._utils import EdgeVitError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn`` under its own name; ``fn(**kwargs)`` must return an ``nn.Module``."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (e.g. ``"vit_*"``), sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def create_model(name: str, *, weights: str | Path | None = None, **kwargs) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a registered name (see ``list_models()``).
+        weights: optional path to a ``.safetensors`` (or ``.pth``/``.pt``) state dict to load.
+        **kwargs: architecture overrides such as ``num_classes``, ``img_size``, ``patch_size``, ``depth``.
+
+    Returns:
+        The model, in train mode, on CPU.
+
+    Raises:
+        EdgeVitError: unknown name (with the closest names), bad override, or unloadable weights.
+    """
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise EdgeVitError(f"unknown model {name!r}{hint} (`edgevit models` lists all {len(_MODELS)})")
+    try:
+        model = _MODELS[name](**kwargs)
+    except TypeError as e:
+        raise EdgeVitError(f"model {name!r} does not take these arguments {sorted(kwargs)}: {e}") from e
+    if weights is not None:
+        from edgevit.models.weights import load_state_dict
+
+        state = load_state_dict(weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise EdgeVitError(
+                f"weights {weights} do not fit model {name!r}: missing keys {missing[:5]}, unexpected keys "
+                f"{unexpected[:5]} (was it trained with other architecture arguments?)"
+            )
+    return model

@@ -1,0 +1,156 @@
+"""Vision Transformer (Dosovitskiy et al. 2021) in the shapes of the Scaling-ViT table (Zhai et al. 2022).
+
+Parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
+``blocks.N.attn.qkv`` ...), so a timm ViT state dict with the same shape loads directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn as nn
+
+from edgevit.models._registry import register_model
+from edgevit.models.layers import Block, PatchEmbed, resample_pos_embed
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """One ViT variant: width, depth, MLP width and heads, plus patching and input defaults."""
+
+    embed_dim: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    patch_size: int = 16
+    img_size: int = 224
+    in_chans: int = 3
+    num_classes: int = 1000
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+class VisionTransformer(nn.Module):
+    """A plain ViT with a class token, learned position embeddings and a pre-norm encoder."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.embed_dim = cfg.embed_dim
+        self.default_cfg = {"input_size": (cfg.in_chans, cfg.img_size, cfg.img_size), "mean": cfg.mean, "std": cfg.std}
+        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, cfg.embed_dim))
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()  # stochastic depth grows with depth
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    cfg.embed_dim,
+                    cfg.num_heads,
+                    cfg.mlp_dim,
+                    qkv_bias=cfg.qkv_bias,
+                    drop=cfg.drop_rate,
+                    attn_drop=cfg.attn_drop_rate,
+                    drop_path=dpr[i],
+                )
+                for i in range(cfg.depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that should not be weight-decayed (besides norms and biases)."""
+        return {"pos_embed", "cls_token"}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` image -> ``[B, 1 + N, D]`` normalised tokens."""
+        x = self.patch_embed(x)  # [B, N, D]
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # [1, 1, D] -> [B, 1, D]
+        x = torch.cat([cls, x], dim=1) + self.pos_embed  # [B, 1 + N, D]
+        x = self.blocks(self.pos_drop(x))
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``[B, 1 + N, D]`` tokens -> ``[B, num_classes]`` logits from the class token."""
+        x = x[:, 0]  # [B, D]
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a freshly initialised one for ``num_classes`` (0 removes it)."""
+        self.num_classes = num_classes
+        self.cfg = replace(self.cfg, num_classes=num_classes)
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights, resampling the position embedding when the checkpoint's grid differs."""
+        pe = state_dict.get("pos_embed")
+        if pe is not None and pe.shape != self.pos_embed.shape:
+            state_dict = dict(state_dict, pos_embed=resample_pos_embed(pe, self.patch_embed.grid_size))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+# Scaling-ViT table: width / depth / MLP / heads.
+_CONFIGS: dict[str, ViTConfig] = {
+    "vit_mini_patch28": ViTConfig(256, 6, 1024, 8, patch_size=28),
+    "vit_mini_patch16": ViTConfig(256, 6, 1024, 8, patch_size=16),
+    "vit_tiny_patch16": ViTConfig(192, 12, 768, 3, patch_size=16),
+    "vit_small_patch32": ViTConfig(384, 12, 1536, 6, patch_size=32),
+    "vit_small_patch16": ViTConfig(384, 12, 1536, 6, patch_size=16),
+    "vit_base_patch32": ViTConfig(768, 12, 3072, 12, patch_size=32),
+    "vit_base_patch28": ViTConfig(768, 12, 3072, 12, patch_size=28),
+    "vit_base_patch16": ViTConfig(768, 12, 3072, 12, patch_size=16),
+    "vit_large_patch16": ViTConfig(1024, 24, 4096, 16, patch_size=16),
+    "vit_giant_patch14": ViTConfig(1408, 40, 6144, 16, patch_size=14),
+    "vit_gigantic_patch14": ViTConfig(1664, 48, 8192, 16, patch_size=14),
+}
+
+
+def _create(name: str, **overrides) -> VisionTransformer:
+    """Build ``name`` with field overrides (``img_size``, ``patch_size``, ``depth``, ``num_classes`` ...)."""
+    unknown = set(overrides) - set(ViTConfig.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown ViT arguments {sorted(unknown)}; valid: {sorted(ViTConfig.__dataclass_fields__)}")
+    for key in ("mean", "std"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+    return VisionTransformer(replace(_CONFIGS[name], **overrides))
+
+
+def _make_entry(name: str):
+    def entry(**kwargs) -> VisionTransformer:
+        return _create(name, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = f"ViT {name}: {_CONFIGS[name]}"
+    return entry
+
+
+for _name in _CONFIGS:
+    register_model(_make_entry(_name))

@@ -1,0 +1,82 @@
+"""Weights on disk: safetensors written atomically; ``.pth`` loaded only with ``weights_only=True``.
+
+A saved model is ``NAME.safetensors`` plus a ``NAME.json`` sidecar recording the registry name and the
+arguments it was built with, so ``load_model(path)`` rebuilds it without the user repeating them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgevit._utils import EdgeVitError, atomic_path, read_json, write_json_atomic
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a tensor dict to ``path`` as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a state dict from ``.safetensors`` or, safely (``weights_only=True``), from ``.pth``/``.pt``/``.bin``.
+
+    A ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper (common in training checkpoints) is unwrapped.
+
+    Raises:
+        EdgeVitError: the file is missing, corrupt, or not a state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeVitError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise EdgeVitError(f"checkpoint {path} is corrupt or not a safetensors file ({e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors have many types; all mean the same to the user
+        raise EdgeVitError(f"checkpoint {path} is corrupt or not a PyTorch state dict ({type(e).__name__}: {e})") from e
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise EdgeVitError(f"checkpoint {path} does not hold a state dict of tensors")
+    return obj
+
+
+def save_model(model: torch.nn.Module, name: str, args: dict[str, Any], path: str | Path, **extra: Any) -> Path:
+    """Save weights to ``path`` (``.safetensors``) and ``{"name", "args", **extra}`` to the ``.json`` beside it."""
+    path = Path(path)
+    save_state_dict(model.state_dict(), path)
+    write_json_atomic(path.with_suffix(".json"), {"name": name, "args": args, **extra})
+    return path
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`; ``path`` is the ``.safetensors`` file or a run directory.
+
+    Returns:
+        ``(model in eval mode, sidecar metadata)``.
+    """
+    from edgevit.models._registry import create_model
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    meta = read_json(path.with_suffix(".json"), "model metadata (the .json beside the weights)")
+    if not isinstance(meta, dict) or "name" not in meta:
+        raise EdgeVitError(f"{path.with_suffix('.json')} does not describe a model (no 'name')")
+    model = create_model(meta["name"], weights=path, **meta.get("args", {}))
+    return model.eval(), meta

@@ -1,0 +1,289 @@
+"""A recipe = model + data + train + quantize + export targets + parity tolerances, and the stages that run it.
+
+Every stage reads and writes files in a run directory, so each CLI verb can run on its own::
+
+    RUN/recipe.yaml               the resolved recipe (written first)
+    RUN/checkpoints/              last.{safetensors,optim.safetensors,json}, every epoch
+    RUN/metrics.csv               one row per epoch
+    RUN/model.{safetensors,json}  the trained model and how to rebuild it
+    RUN/artifacts/                exported files + manifest.json (input shape, mean/std, classes)
+    RUN/parity.json, report.md    the parity report
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgevit._utils import EdgeVitError, read_json, write_json_atomic, write_text_atomic
+from edgevit.data import DataSplits, build_dataset, calibration_batch
+from edgevit.export import BACKENDS, DEFAULT_PRECISION, Artifact, backend_module, export
+from edgevit.models import create_model, list_models, load_model, save_model
+from edgevit.parity import ParityConfig, ParityReport, check, write_report
+from edgevit.quantize import PTQConfig, quantize
+from edgevit.train import TrainConfig, seed_everything, train
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """Which dataset (``digits`` is built in; ``imagefolder`` needs ``root``) and how to split it."""
+
+    name: Literal["digits", "imagefolder"] = "digits"
+    root: str | None = None
+    img_size: int = Field(32, ge=8)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _root_for_imagefolder(self) -> DataConfig:
+        if self.name == "imagefolder" and not self.root:
+            raise ValueError("data.root is required for the imagefolder dataset")
+        return self
+
+
+class ModelConfig(_Strict):
+    """A registry name and architecture overrides (``patch_size``, ``depth``, ...)."""
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Target(_Strict):
+    """One artifact to export."""
+
+    backend: Literal["executorch", "tflite", "coreml", "onnx"]
+    precision: Literal["fp32", "fp16", "int8"] | None = None
+
+
+def _default_targets() -> list[Target]:
+    return [
+        Target(backend="executorch", precision="fp32"),
+        Target(backend="executorch", precision="int8"),
+        Target(backend="tflite", precision="fp32"),
+        Target(backend="coreml", precision="fp16"),
+        Target(backend="onnx", precision="fp32"),
+    ]
+
+
+class ExportConfig(_Strict):
+    """The artifacts to produce."""
+
+    targets: list[Target] = Field(default_factory=_default_targets)
+
+
+class Recipe(_Strict):
+    """A whole run. Unknown keys anywhere are an error naming the key."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    quantize: PTQConfig = Field(default_factory=PTQConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    parity: ParityConfig = Field(default_factory=ParityConfig)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        """Parse and validate a recipe YAML.
+
+        Raises:
+            EdgeVitError: missing file, bad YAML, unknown key, wrong type or value, unknown model.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise EdgeVitError(f"recipe not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise EdgeVitError(f"recipe {path} is not valid YAML: {e}") from e
+        return cls.from_dict(raw or {}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "recipe") -> Recipe:
+        """Validate a recipe given as a dict (see :meth:`load`)."""
+        if not isinstance(raw, dict):
+            raise EdgeVitError(f"{source}: the top level must be a mapping of sections")
+        try:
+            recipe = cls.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+            raise EdgeVitError(f"{source}: recipe key '{key}': {msg}{more}") from None
+        if recipe.model.name not in list_models():
+            create_model(recipe.model.name)  # raises the unknown-model error with suggestions
+        return recipe
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved recipe as YAML, atomically."""
+        return write_text_atomic(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def build_model_and_data(recipe: Recipe, num_classes: int | None = None) -> tuple[torch.nn.Module, DataSplits, dict]:
+    """The recipe's model (fresh weights) and its data, normalised with the model's own mean/std."""
+    args = {"img_size": recipe.data.img_size, **recipe.model.args}
+    probe = create_model(recipe.model.name, **args)
+    cfg = probe.default_cfg
+    kwargs: dict[str, Any] = {"img_size": recipe.data.img_size, "val_fraction": recipe.data.val_fraction}
+    kwargs.update(seed=recipe.seed, mean=cfg["mean"], std=cfg["std"])
+    if recipe.data.name == "imagefolder":
+        kwargs["root"] = recipe.data.root
+    data = build_dataset(recipe.data.name, **kwargs)
+    args["num_classes"] = num_classes or len(data.classes)
+    seed_everything(recipe.seed)
+    return create_model(recipe.model.name, **args), data, args
+
+
+def load_run(run_dir: str | Path) -> Recipe:
+    """The resolved recipe of a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EdgeVitError(f"run directory not found: {run_dir}")
+    return Recipe.load(run_dir / "recipe.yaml")
+
+
+def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> float:
+    """Train the recipe's model; write ``model.safetensors``/``model.json``; return final val top-1 (%)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe.save(run_dir / "recipe.yaml")
+    model, data, args = build_model_and_data(recipe)
+    result = train(model, data, recipe.train, run_dir, seed=recipe.seed, resume=resume, progress=progress)
+    save_model(
+        model,
+        recipe.model.name,
+        args,
+        run_dir / "model.safetensors",
+        classes=data.classes,
+        mean=list(model.default_cfg["mean"]),
+        std=list(model.default_cfg["std"]),
+        val_top1=result.final_val_top1,
+    )
+    return result.final_val_top1
+
+
+def _trained(run_dir: Path) -> tuple[Recipe, torch.nn.Module, DataSplits, dict]:
+    recipe = load_run(run_dir)
+    if not (run_dir / "model.safetensors").is_file():
+        raise EdgeVitError(f"{run_dir} has no trained model (model.safetensors); run `edgevit train` first")
+    model, meta = load_model(run_dir / "model.safetensors")
+    _, data, _ = build_model_and_data(recipe, num_classes=meta["args"].get("num_classes"))
+    return recipe, model, data, meta
+
+
+def _example(data: DataSplits) -> torch.Tensor:
+    return data.val[0][0][None]  # [1, C, H, W]
+
+
+def _manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "artifacts" / "manifest.json"
+    return read_json(path, "artifact manifest") if path.is_file() else {"artifacts": []}
+
+
+def _record(run_dir: Path, meta: dict, example: torch.Tensor, artifacts: list[Artifact]) -> None:
+    """Add (or replace) ``artifacts`` in ``artifacts/manifest.json``, with what an app needs to feed them."""
+    manifest = _manifest(run_dir)
+    keep = [a for a in manifest["artifacts"] if (a["backend"], a["precision"]) not in {(x.backend, x.precision) for x in artifacts}]
+    manifest = {
+        "model": {"name": meta["name"], "args": meta["args"]},
+        "input": {
+            "name": "image",
+            "shape": list(example.shape),
+            "layout": "NCHW",
+            "dtype": "float32",
+            "mean": meta["mean"],
+            "std": meta["std"],
+            "scale": "pixel / 255, then (x - mean) / std",
+        },
+        "output": {"name": "logits", "shape": [1, len(meta["classes"])]},
+        "classes": meta["classes"],
+        "artifacts": keep + [a.to_json(root=run_dir) for a in artifacts],
+    }
+    write_json_atomic(run_dir / "artifacts" / "manifest.json", manifest)
+
+
+def stage_quantize(run_dir: str | Path, progress: bool = True) -> Artifact:
+    """PTQ the trained model on ``calib_images`` training images; save ``artifacts/pytorch_int8.pt2``."""
+    run_dir = Path(run_dir)
+    recipe, model, data, meta = _trained(run_dir)
+    example = _example(data)
+    calib = calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
+    qmodel = quantize(model, recipe.quantize, calib, example, progress=progress)
+    art = export(qmodel, example, "pytorch", run_dir / "artifacts" / "pytorch_int8.pt2", "int8")
+    art.info.update(method="pt2e", quantizer=recipe.quantize.quantizer, calib_images=len(calib))
+    _record(run_dir, meta, example, [art])
+    return art
+
+
+def stage_export(run_dir: str | Path, progress: bool = True) -> list[Artifact]:
+    """Export every target of the recipe into ``artifacts/``; int8 targets use ``pytorch_int8.pt2``."""
+    run_dir = Path(run_dir)
+    recipe, model, data, meta = _trained(run_dir)
+    example = _example(data)
+    qmodel = None
+    done = []
+    from edgevit._utils import progress_bar
+
+    with progress_bar(progress) as bars:
+        task = bars.add_task("export", total=len(recipe.export.targets), info="")
+        for t in recipe.export.targets:
+            precision = t.precision or DEFAULT_PRECISION[t.backend]
+            bars.update(task, info=f"{t.backend} {precision}")
+            source = model
+            if precision == "int8":
+                if qmodel is None:
+                    qpath = run_dir / "artifacts" / "pytorch_int8.pt2"
+                    if not qpath.is_file():
+                        raise EdgeVitError(f"int8 export needs {qpath}; run `edgevit quantize {run_dir}` first")
+                    qmodel = torch.export.load(str(qpath)).module()
+                source = qmodel
+            path = run_dir / "artifacts" / f"{t.backend}_{precision}{backend_module(t.backend).SUFFIX}"
+            done.append(export(source, example, t.backend, path, precision))
+            bars.update(task, advance=1)
+    _record(run_dir, meta, example, done)
+    return done
+
+
+def stage_parity(run_dir: str | Path, progress: bool = True) -> tuple[ParityReport, Path]:
+    """Check every artifact in the run's manifest on the whole validation split; write the reports."""
+    run_dir = Path(run_dir)
+    recipe, model, data, _ = _trained(run_dir)
+    artifacts = [Artifact.from_json(a, root=run_dir) for a in _manifest(run_dir)["artifacts"]]
+    if not artifacts:
+        raise EdgeVitError(f"{run_dir}/artifacts has no artifacts; run `edgevit quantize` and `edgevit export` first")
+    images = np.stack([data.val[i][0].numpy() for i in range(len(data.val))])
+    labels = np.array([int(data.val[i][1]) for i in range(len(data.val))])
+
+    @torch.no_grad()
+    def reference(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x)).numpy()
+
+    report = check(artifacts, images, labels, reference, recipe.parity, progress=progress)
+    for entry in report.artifacts:
+        entry["path"] = str(Path(entry["path"]).relative_to(run_dir))
+    _, md = write_report(report, run_dir)
+    return report, md
+
+
+def run(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> tuple[ParityReport, Path]:
+    """Train, quantize, export and check: the whole recipe into ``run_dir``."""
+    stage_train(recipe, run_dir, resume=resume, progress=progress)
+    if any((t.precision == "int8") for t in recipe.export.targets):
+        stage_quantize(run_dir, progress=progress)
+    stage_export(run_dir, progress=progress)
+    return stage_parity(run_dir, progress=progress)
+
+
+__all__ = ["BACKENDS", "DataConfig", "ExportConfig", "ModelConfig", "Recipe", "Target", "run"]
