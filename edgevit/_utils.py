@@ -104,6 +104,15 @@ def path_size(path: str | os.PathLike) -> int:
     return path.stat().st_size
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence a converter's own Python-level prints and tqdm bars (edgevit shows its own progress)."""
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def progress_bar(enabled: bool = True):
     """A rich ``Progress`` with description, bar, count, ETA and a free ``info`` field; a no-op if disabled.
 

@@ -206,7 +206,7 @@ def _summary(report, md: Path) -> None:
         table.add_column(col)
     for a in report.artifacts:
         if not a["runnable"]:
-            table.add_row(a["backend"], a["precision"], "–", "–", "–", "–", f"not run: {a['reason']}")
+            table.add_row(a["backend"], a["precision"], "–", "–", "–", "–", "not run here (see report)")
             continue
         result = "[green]pass[/green]" if a["passed"] else "[red]FAIL[/red] " + "; ".join(a["failures"])
         table.add_row(

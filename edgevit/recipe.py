@@ -184,7 +184,7 @@ def _trained(run_dir: Path) -> tuple[Recipe, torch.nn.Module, DataSplits, dict]:
 
 
 def _example(data: DataSplits) -> torch.Tensor:
-    return data.val[0][0][None]  # [1, C, H, W]
+    return data.val[0][0][None].clone()  # [1, C, H, W]; clone: a view would drag the whole dataset into .pt2
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from edgevit._utils import EdgeVitError
+from edgevit._utils import EdgeVitError, quiet
 from edgevit.export.artifact import BACKENDS, DEFAULT_PRECISION, Artifact, NotRunnable, Runner, backend_module
 
 
@@ -39,7 +39,8 @@ def export(
     if isinstance(model, torch.nn.Module) and not isinstance(model, torch.fx.GraphModule):
         model = model.eval()
     try:
-        info = mod.export(model, example, path)
+        with quiet():
+            info = mod.export(model, example, path)
     except EdgeVitError:
         raise
     except Exception as e:  # every backend raises its own types; the user needs the backend and the cause

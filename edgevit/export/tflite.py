@@ -21,6 +21,7 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[st
     The input stays NCHW float32, as in PyTorch (litert-torch inserts the layout transposes).
     """
     litert_torch = require("litert_torch", "tflite")
+    litert_torch.config.show_progress = False
     edge_model = litert_torch.convert(model.eval(), (example,))
     with atomic_path(path) as tmp:
         edge_model.export(str(tmp))
