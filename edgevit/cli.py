@@ -1,9 +1,9 @@
 """``edgevit`` command line: each verb reads and writes files in a run directory.
 
-    edgevit run recipes/quickstart.yaml --out runs/quickstart     # train -> quantize -> export -> parity
-    edgevit train RECIPE --out RUN ; edgevit quantize RUN ; edgevit export RUN ; edgevit parity RUN
-    edgevit export --model vit_tiny_patch16 --backend executorch --out vit.pte   # one artifact, scriptable
-    edgevit models 'vit_*'
+edgevit run recipes/quickstart.yaml --out runs/quickstart     # train -> quantize -> export -> parity
+edgevit train RECIPE --out RUN ; edgevit quantize RUN ; edgevit export RUN ; edgevit parity RUN
+edgevit export --model vit_tiny_patch16 --backend executorch --out vit.pte   # one artifact, scriptable
+edgevit models 'vit_*'
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -98,20 +97,20 @@ def quantize_cmd(run_dir: Path = typer.Argument(..., help="A run directory with 
 
 @app.command("export")
 def export_cmd(
-    run_dir: Optional[Path] = typer.Argument(None, help="Export every target of this run's recipe."),
-    model: Optional[str] = typer.Option(
+    run_dir: Path | None = typer.Argument(None, help="Export every target of this run's recipe."),
+    model: str | None = typer.Option(
         None, "--model", "-m", help="Registry name, or a run directory / model.safetensors with its .json."
     ),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict (.safetensors/.pth) for --model NAME."),
-    backend: Optional[BackendName] = typer.Option(None, "--backend", "-b", help="Target runtime."),
-    precision: Optional[Precision] = typer.Option(None, "--precision", "-p", help="Default: the backend's float."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input resolution (default: the model's)."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Head size for a registry name."),
-    calib_dir: Optional[Path] = typer.Option(
+    weights: Path | None = typer.Option(None, "--weights", help="State dict (.safetensors/.pth) for --model NAME."),
+    backend: BackendName | None = typer.Option(None, "--backend", "-b", help="Target runtime."),
+    precision: Precision | None = typer.Option(None, "--precision", "-p", help="Default: the backend's float."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Input resolution (default: the model's)."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="Head size for a registry name."),
+    calib_dir: Path | None = typer.Option(
         None, "--calib-dir", help="ImageFolder to calibrate int8 on (default: digits at the model's size)."
     ),
     calib_images: int = typer.Option(128, "--calib-images", help="Calibration images for int8."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (.pte/.tflite/.mlpackage/.onnx)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output file (.pte/.tflite/.mlpackage/.onnx)."),
 ) -> None:
     """Export a run's artifacts (RUN_DIR), or one model to one file (--model ... --backend ... --out ...).
 
@@ -158,7 +157,7 @@ def export_cmd(
         _echo(f"  {key}: {value}")
 
 
-def _calibration(calib_dir: Optional[Path], size: int, mean, std, n: int):
+def _calibration(calib_dir: Path | None, size: int, mean, std, n: int):
     """``n`` images at ``size`` px: from an ImageFolder if given, else from digits (real data, shipped)."""
     from edgevit.data import calibration_batch, digits, imagefolder
 

@@ -195,7 +195,11 @@ def _manifest(run_dir: Path) -> dict[str, Any]:
 def _record(run_dir: Path, meta: dict, example: torch.Tensor, artifacts: list[Artifact]) -> None:
     """Add (or replace) ``artifacts`` in ``artifacts/manifest.json``, with what an app needs to feed them."""
     manifest = _manifest(run_dir)
-    keep = [a for a in manifest["artifacts"] if (a["backend"], a["precision"]) not in {(x.backend, x.precision) for x in artifacts}]
+    keep = [
+        a
+        for a in manifest["artifacts"]
+        if (a["backend"], a["precision"]) not in {(x.backend, x.precision) for x in artifacts}
+    ]
     manifest = {
         "model": {"name": meta["name"], "args": meta["args"]},
         "input": {

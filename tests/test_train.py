@@ -10,6 +10,7 @@ from edgevit.models import load_model, load_state_dict, save_model, save_state_d
 from edgevit.train import TrainConfig, predict, top1, train
 from edgevit.train.loop import param_groups
 
+
 def _small(digits32, n_train=384):
     return DataSplits(Subset(digits32.train, range(n_train)), digits32.val, digits32.classes)
 
@@ -61,8 +62,12 @@ def test_no_weight_decay_on_norms_biases_tokens():
 
 
 def test_model_roundtrip_through_safetensors(tmp_path, tiny_vit):
-    path = save_model(tiny_vit, "vit_tiny_patch16", {"img_size": 32, "patch_size": 8, "depth": 1, "num_classes": 10},
-                      tmp_path / "model.safetensors")
+    path = save_model(
+        tiny_vit,
+        "vit_tiny_patch16",
+        {"img_size": 32, "patch_size": 8, "depth": 1, "num_classes": 10},
+        tmp_path / "model.safetensors",
+    )
     loaded, meta = load_model(tmp_path)
     assert meta["name"] == "vit_tiny_patch16" and path.with_suffix(".json").is_file()
     x = torch.randn(1, 3, 32, 32)
@@ -95,9 +100,11 @@ def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path, tiny_vit):
 
 def test_pth_checkpoint_with_wrapper_loads(tmp_path, tiny_vit):
     torch.save({"model": tiny_vit.state_dict(), "epoch": 3}, tmp_path / "ckpt.pth")
-    m = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=10,
-                     weights=tmp_path / "ckpt.pth")
+    m = create_model(
+        "vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=10, weights=tmp_path / "ckpt.pth"
+    )
     assert torch.equal(m.head.weight, tiny_vit.head.weight)
     with pytest.raises(EdgeVitError, match="do not fit"):
-        create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=2, num_classes=10,
-                     weights=tmp_path / "ckpt.pth")
+        create_model(
+            "vit_tiny_patch16", img_size=32, patch_size=8, depth=2, num_classes=10, weights=tmp_path / "ckpt.pth"
+        )

@@ -1,0 +1,101 @@
+"""The CLI as users and scripts call it: useful help, one-line errors, non-zero exits."""
+
+import json
+
+import pytest
+from conftest import edgevit_cli
+
+VERBS = ["train", "quantize", "export", "parity", "run", "models"]
+
+
+def _one_line_error(proc, pattern):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert lines[-1].startswith("error: ") and pattern in lines[-1], proc.stderr[-2000:]
+
+
+def test_help_lists_every_verb():
+    proc = edgevit_cli("--help")
+    assert proc.returncode == 0
+    for verb in VERBS:
+        assert verb in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "verb, must_mention",
+    [
+        ("train", ["--out", "--resume", "checkpoints"]),
+        ("quantize", ["int8", "calibrat"]),
+        ("export", ["--model", "--backend", "--precision", "--img-size", "--out", "randomly initialised"]),
+        ("parity", ["validation", "exits 1"]),
+        ("run", ["train", "quantize", "export", "parity"]),
+        ("models", ["--json"]),
+    ],
+)
+def test_each_verb_help_is_useful_on_its_own(verb, must_mention):
+    proc = edgevit_cli(verb, "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    for word in must_mention:
+        assert word in text, f"`edgevit {verb} --help` should mention {word!r}"
+
+
+def test_models_json():
+    proc = edgevit_cli("models", "vit_tiny*", "--json")
+    rows = json.loads(proc.stdout)
+    assert rows == [{"name": "vit_tiny_patch16", "params": 5717416}]
+
+
+def test_unknown_model(tmp_path):
+    proc = edgevit_cli("export", "--model", "vit_tiny_patch61", "--backend", "onnx", "--out", str(tmp_path / "m.onnx"))
+    _one_line_error(proc, "unknown model 'vit_tiny_patch61'; did you mean vit_tiny_patch16")
+
+
+def test_unknown_recipe_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {name: vit_tiny_patch16}\ntrain: {epochz: 3}\n")
+    proc = edgevit_cli("run", str(recipe), "--out", str(tmp_path / "run"))
+    _one_line_error(proc, "recipe key 'train.epochz': unknown key")
+    assert not (tmp_path / "run").exists()  # failed before any work
+
+
+def test_missing_dataset_path(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{name: vit_tiny_patch16}}\ndata: {{name: imagefolder, root: {tmp_path / 'nope'}}}\n")
+    proc = edgevit_cli("train", str(recipe), "--out", str(tmp_path / "run"))
+    _one_line_error(proc, "dataset path not found")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    proc = edgevit_cli(
+        "export",
+        "--model",
+        "vit_tiny_patch16",
+        "--weights",
+        str(bad),
+        "--backend",
+        "onnx",
+        "--out",
+        str(tmp_path / "m.onnx"),
+    )
+    _one_line_error(proc, "is corrupt or not a safetensors file")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_missing_run_dir(tmp_path):
+    proc = edgevit_cli("parity", str(tmp_path / "nope"))
+    _one_line_error(proc, "run directory not found")
+
+
+def test_export_registry_name_random_init(tmp_path):
+    """A registry name without weights exports a randomly initialised model: does the architecture lower?"""
+    out = tmp_path / "vit.pte"
+    proc = edgevit_cli(
+        "export", "--model", "vit_mini_patch28", "--img-size", "56", "--backend", "executorch", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.is_file() and out.stat().st_size > 4 * 5e6  # ~5M fp32 parameters
+    assert "partitions" in proc.stderr

@@ -1,0 +1,88 @@
+"""Every backend lowers a ViT and its runner agrees with PyTorch on real digits images."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgevit import EdgeVitError
+from edgevit.export import Artifact, NotRunnable, backend_module, export
+
+RUNNABLE_HERE = ["executorch", "tflite", "onnx"]
+
+
+def _images(digits32, n=16):
+    return np.stack([digits32.val[i][0].numpy() for i in range(n)])
+
+
+@pytest.mark.parametrize("backend", RUNNABLE_HERE)
+def test_fp32_artifact_matches_pytorch(backend, tiny_vit, digits32, tmp_path):
+    images = _images(digits32)
+    example = torch.from_numpy(images[:1])
+    art = export(tiny_vit, example, backend, tmp_path / f"m{backend_module(backend).SUFFIX}")
+    assert art.path.is_file() and art.precision == "fp32"
+    run = art.load(threads=2)
+    with torch.no_grad():
+        ref = tiny_vit(torch.from_numpy(images)).numpy()
+    got = np.concatenate([run(img[None]) for img in images])
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_executorch_reports_delegation(tiny_vit, digits32, tmp_path):
+    art = export(tiny_vit, digits32.val[0][0][None].clone(), "executorch", tmp_path / "m.pte")
+    assert art.info["delegate"] == "XnnpackBackend"
+    assert art.info["partitions"] >= 1 and art.info["delegated_nodes"] > 10
+    # every linear / matmul runs in XNNPACK: none left on portable kernels
+    assert not any("linear" in op or "mm" in op or "convolution" in op for op in art.info["ops_outside_delegate"])
+
+
+def test_coreml_package_converts_and_says_it_cannot_run_here(tiny_vit, digits32, tmp_path):
+    import platform
+
+    art = export(tiny_vit, digits32.val[0][0][None].clone(), "coreml", tmp_path / "m.mlpackage")
+    assert (art.path / "Manifest.json").is_file() and art.precision == "fp16"
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(art.path))
+    assert spec.WhichOneof("Type") == "mlProgram"
+    assert [i.name for i in spec.description.input] == ["image"]
+    assert [o.name for o in spec.description.output] == ["logits"]
+    if platform.system() != "Darwin":
+        with pytest.raises(NotRunnable, match="macOS"):
+            art.load()
+
+
+def test_failed_export_leaves_previous_artifact_intact(tiny_vit, digits32, tmp_path, monkeypatch):
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"previous good artifact")
+    mod = backend_module("onnx")
+
+    def crash(model, example, path):
+        from edgevit._utils import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"half written")
+            raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(mod, "export", crash)
+    with pytest.raises(EdgeVitError, match="onnx export failed.*killed mid-write"):
+        export(tiny_vit, digits32.val[0][0][None].clone(), "onnx", target)
+    assert target.read_bytes() == b"previous good artifact"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp leftovers
+
+
+def test_bad_export_requests_are_clear_errors(tiny_vit, tmp_path):
+    x = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(EdgeVitError, match="unknown backend 'tensorrt'"):
+        export(tiny_vit, x, "tensorrt", tmp_path / "m.plan")
+    with pytest.raises(EdgeVitError, match="supports precision fp32 today, not 'int8'"):
+        export(tiny_vit, x, "onnx", tmp_path / "m.onnx", "int8")
+    with pytest.raises(EdgeVitError, match=r"end in \.pte"):
+        export(tiny_vit, x, "executorch", tmp_path / "m.onnx")
+
+
+def test_artifact_json_roundtrip(tmp_path):
+    a = Artifact("tflite", "fp32", tmp_path / "artifacts" / "m.tflite", {"k": 1})
+    d = a.to_json(root=tmp_path)
+    assert d["path"] == "artifacts/m.tflite"
+    assert Artifact.from_json(d, root=tmp_path) == a

@@ -1,0 +1,91 @@
+"""The README's main job, end to end on real digits data, and the parity gate re-run on its output."""
+
+import json
+import shutil
+
+import pytest
+from conftest import edgevit_cli
+
+pytestmark = pytest.mark.slow
+
+ENTRY_KEYS = {
+    "backend",
+    "precision",
+    "path",
+    "size_bytes",
+    "runnable",
+    "top1",
+    "agreement",
+    "max_abs_err",
+    "mean_abs_err",
+    "cosine",
+    "latency_ms",
+    "passed",
+}
+
+
+def _doc(run):
+    return json.loads((run / "parity.json").read_text())
+
+
+def _row(doc, backend, precision):
+    (row,) = [a for a in doc["artifacts"] if (a["backend"], a["precision"]) == (backend, precision)]
+    return row
+
+
+def test_quickstart_meets_the_foundation_bar(quickstart_run):
+    doc = _doc(quickstart_run)
+    assert doc["schema_version"] == 1 and doc["num_images"] == 360 and doc["threads"] == 2
+    assert doc["reference"]["top1"] >= 95.0
+    assert doc["passed"] is True
+    for a in doc["artifacts"]:
+        assert ENTRY_KEYS <= set(a), a
+        assert (quickstart_run / a["path"]).exists() and a["size_bytes"] > 0
+        if a["runnable"]:
+            assert {"median", "p90"} <= set(a["latency_ms"]) and a["latency_ms"]["p90"] >= a["latency_ms"]["median"]
+    for backend in ("executorch", "tflite", "onnx"):
+        assert _row(doc, backend, "fp32")["agreement"] >= 0.995
+    int8 = _row(doc, "executorch", "int8")
+    assert int8["agreement"] >= 0.98 and doc["reference"]["top1"] - int8["top1"] <= 1.0
+    assert int8["size_bytes"] <= 0.3 * _row(doc, "executorch", "fp32")["size_bytes"]
+    assert _row(doc, "pytorch", "int8")["agreement"] >= 0.98
+    coreml = _row(doc, "coreml", "fp16")
+    assert coreml["runnable"] is False and "macOS" in coreml["reason"]  # listed, never faked
+    report = (quickstart_run / "report.md").read_text()
+    assert "| executorch | int8 |" in report and "Overall: PASS" in report
+
+
+def test_manifest_tells_an_app_how_to_feed_the_model(quickstart_run):
+    m = json.loads((quickstart_run / "artifacts" / "manifest.json").read_text())
+    assert m["input"]["shape"] == [1, 3, 32, 32] and m["input"]["mean"] == [0.5, 0.5, 0.5]
+    assert m["classes"] == [str(i) for i in range(10)]
+    assert len(m["artifacts"]) == 6
+    et = [a for a in m["artifacts"] if a["backend"] == "executorch" and a["precision"] == "fp32"][0]
+    assert et["info"]["partitions"] >= 1
+
+
+def test_parity_recheck_reproduces_and_gates(quickstart_run, tmp_path):
+    proc = edgevit_cli("parity", str(quickstart_run))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "report:" in proc.stderr
+    first = _doc(quickstart_run)
+
+    # plant a fault in one backend's artifact: the gate must fail, naming it
+    import torch
+
+    from edgevit.export import export
+    from edgevit.models import load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_run, run)
+    model, _ = load_model(run)
+    with torch.no_grad():
+        w = model.blocks[1].attn.qkv.weight
+        w.add_(torch.randn_like(w) * w.std())
+    export(model, torch.zeros(1, 3, 32, 32), "tflite", run / "artifacts" / "tflite_fp32.tflite")
+    proc = edgevit_cli("parity", str(run))
+    assert proc.returncode == 1
+    doc = _doc(run)
+    assert _row(doc, "tflite", "fp32")["passed"] is False
+    assert _row(doc, "onnx", "fp32")["passed"] is True
+    assert _row(doc, "onnx", "fp32")["top1"] == _row(first, "onnx", "fp32")["top1"]
