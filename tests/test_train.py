@@ -42,7 +42,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits32, tmp_pat
     # "interrupted" after epoch 1: a new process builds a fresh model and resumes with the 2-epoch config
     resumed = _model()
     train(resumed, data, TrainConfig(epochs=2, batch_size=64), tmp_path / "b", resume=True, progress=False)
-    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 

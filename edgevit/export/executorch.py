@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[st
     from executorch.exir import to_edge_transform_and_lower
 
     ep = torch.export.export(model, (example,))
+    ep = ep.run_decompositions(_XNNPACK_FRIENDLY_DECOMPOSITIONS)
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
     info = get_delegation_info(edge.exported_program().graph_module)
     outside = {
@@ -43,6 +45,40 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[st
         "delegated_nodes": info.num_delegated_nodes,
         "ops_outside_delegate": outside,
     }
+
+
+def _layer_norm_via_mean(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``native_layer_norm``, written with ops XNNPACK takes.
+
+    XNNPACK's partitioner has no layer_norm, and its ``mean.dim`` only reduces the two innermost dims of a
+    4-D tensor, so ``x`` is viewed as ``[1, M, 1, K]`` (K = normalised elements) and averaged over dims
+    (2, 3); M lands in XNNPACK's channel dim, where its pooling kernels vectorise. Without this every
+    LayerNorm stays on ExecuTorch's portable kernels and splits the delegate.
+    """
+    shape = x.shape
+    k = math.prod(normalized_shape)
+    x4 = x.reshape(1, -1, 1, k)  # [..., *normalized_shape] -> [1, M, 1, K]
+    mu = x4.mean((2, 3), keepdim=True)  # [1, M, 1, 1]
+    xc = x4 - mu
+    rstd = torch.rsqrt((xc * xc).mean((2, 3), keepdim=True) + eps)
+    y = (xc * rstd).reshape(shape)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    stat_shape = (*shape[: x.dim() - len(normalized_shape)], *([1] * len(normalized_shape)))
+    return y, mu.reshape(stat_shape), rstd.reshape(stat_shape)
+
+
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    return _layer_norm_via_mean(x, normalized_shape, weight, bias, eps)[0]
+
+
+# torch.export keeps ``aten.layer_norm`` in its graph; later decompositions turn it into ``native_layer_norm``.
+_XNNPACK_FRIENDLY_DECOMPOSITIONS = {
+    torch.ops.aten.layer_norm.default: _layer_norm,
+    torch.ops.aten.native_layer_norm.default: _layer_norm_via_mean,
+}
 
 
 def load(path: Path, threads: int) -> Runner:

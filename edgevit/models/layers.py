@@ -47,13 +47,17 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # [B, N, 3*C] -> [B, N, 3, h, d]
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # -> [3, B, h, N, d]
-        q, k, v = qkv.unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # [B, h, N, N]
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = attn @ v  # [B, h, N, d]
-        x = x.transpose(1, 2).reshape(B, N, C)  # -> [B, N, C]
+        h, d = self.num_heads, self.head_dim
+        # slices (not unbind/split) and 3-D bmm (not 4-D matmul): lowers to XNNPACK slice + bmm with no
+        # split/expand/squeeze copies left on portable kernels
+        qkv = self.qkv(x)  # [B, N, 3C]
+        q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]  # 3 x [B, N, C]
+        q = (q * self.scale).reshape(B, N, h, d).permute(0, 2, 1, 3).reshape(B * h, N, d)  # -> [B*h, N, d]
+        k = k.reshape(B, N, h, d).permute(0, 2, 3, 1).reshape(B * h, d, N)  # -> [B*h, d, N]
+        v = v.reshape(B, N, h, d).permute(0, 2, 1, 3).reshape(B * h, N, d)  # -> [B*h, N, d]
+        attn = self.attn_drop(torch.bmm(q, k).softmax(dim=-1))  # [B*h, N, N]
+        x = torch.bmm(attn, v)  # [B*h, N, d]
+        x = x.reshape(B, h, N, d).permute(0, 2, 1, 3).reshape(B, N, C)  # -> [B, N, C]
         return self.proj_drop(self.proj(x))
 
 

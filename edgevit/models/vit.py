@@ -86,14 +86,15 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` image -> ``[B, 1 + N, D]`` normalised tokens."""
         x = self.patch_embed(x)  # [B, N, D]
-        cls = self.cls_token.expand(x.shape[0], -1, -1)  # [1, 1, D] -> [B, 1, D]
+        # at batch 1 (the exported shape) skip the expand: it would stay outside XNNPACK as a copy
+        cls = self.cls_token if x.shape[0] == 1 else self.cls_token.expand(x.shape[0], -1, -1)  # -> [B, 1, D]
         x = torch.cat([cls, x], dim=1) + self.pos_embed  # [B, 1 + N, D]
         x = self.blocks(self.pos_drop(x))
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``[B, 1 + N, D]`` tokens -> ``[B, num_classes]`` logits from the class token."""
-        x = x[:, 0]  # [B, D]
+        x = x[:, :1].flatten(1)  # [B, 1 + N, D] -> [B, D]; slice + view, not select (a portable-kernel copy)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
