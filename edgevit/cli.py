@@ -46,27 +46,40 @@ def _echo(msg: str) -> None:
 @app.command("models")
 def models_cmd(
     pattern: str = typer.Argument("*", help="Shell-style filter, e.g. 'vit_*'."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list with parameter counts."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Count MACs at this resolution (default: native)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: params, backbone params, MACs, FLOPs."),
 ) -> None:
-    """List the registered models with their parameter counts (1000-class head, native resolution)."""
+    """List registered models with parameters (full with a 1000-class head, and backbone) and MACs.
+
+    Backbone parameters exclude the classifier head(s) and class/distillation tokens (the Scaling-ViT
+    convention). FLOPs = 2 x MACs over convs, linears and attention matmuls. Models are built on the meta
+    device, so even ViT-G/14 is instant.
+    """
+    import torch
+
     from edgevit.models import create_model, list_models
+    from edgevit.models.profile import profile
 
     rows = []
     for name in list_models(pattern):
-        if name in ("vit_giant_patch14", "vit_gigantic_patch14"):
-            rows.append({"name": name, "params": None})  # billions of parameters: not built just to count
-            continue
-        m = create_model(name)
-        rows.append({"name": name, "params": sum(p.numel() for p in m.parameters())})
+        with torch.device("meta"):
+            model = create_model(name, **({"img_size": img_size} if img_size else {}))
+        rows.append({"name": name, **profile(model)})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("model", "params")
+    table = Table("model", "params", "backbone", "input", "MACs")
     for r in rows:
-        table.add_row(r["name"], "–" if r["params"] is None else f"{r['params'] / 1e6:.2f}M")
+        table.add_row(
+            r["name"],
+            f"{r['params'] / 1e6:.2f}M",
+            f"{r['backbone_params'] / 1e6:.2f}M",
+            "x".join(map(str, r["input_size"][1:])),
+            f"{r['macs'] / 1e9:.3f}G",
+        )
     Console().print(table)
 
 

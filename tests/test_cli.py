@@ -41,10 +41,13 @@ def test_each_verb_help_is_useful_on_its_own(verb, must_mention):
         assert word in text, f"`edgevit {verb} --help` should mention {word!r}"
 
 
-def test_models_json():
-    proc = edgevit_cli("models", "vit_tiny*", "--json")
-    rows = json.loads(proc.stdout)
-    assert rows == [{"name": "vit_tiny_patch16", "params": 5717416}]
+def test_models_json_reports_backbone_and_full_counts():
+    proc = edgevit_cli("models", "vit_*", "--json")
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    ti = rows["vit_tiny_patch16"]
+    assert ti["params"] == 5717416 and round(ti["backbone_params"] / 1e6, 1) == 5.5
+    assert ti["flops"] == 2 * ti["macs"] and round(ti["macs"] / 1e9, 2) == 1.25
+    assert round(rows["vit_gigantic_patch14"]["backbone_params"] / 1e6) == 1843  # built on meta: instant
 
 
 def test_unknown_model(tmp_path):

@@ -1,10 +1,13 @@
 import pytest
 import torch
 
-from edgevit import EdgeVitError, create_model, list_models
+from edgevit import EdgeVitError, create_model, list_models, profile
 
 # Scaling-ViT (Zhai et al. 2022) table: params without head and class token, pos-embed for 224 px.
 PAPER_BACKBONE_PARAMS_M = {
+    "vit_large_patch16": 303,
+    "vit_giant_patch14": 1011,
+    "vit_gigantic_patch14": 1843,
     "vit_mini_patch28": 5.4,
     "vit_mini_patch16": 5.0,
     "vit_tiny_patch16": 5.5,
@@ -16,15 +19,11 @@ PAPER_BACKBONE_PARAMS_M = {
 }
 
 
-def backbone_params(model) -> int:
-    head = sum(p.numel() for p in model.head.parameters())
-    return sum(p.numel() for p in model.parameters()) - head - model.cls_token.numel()
-
-
 @pytest.mark.parametrize("name", sorted(PAPER_BACKBONE_PARAMS_M))
 def test_vit_matches_paper_param_count(name):
-    m = create_model(name)
-    got = backbone_params(m) / 1e6
+    with torch.device("meta"):  # no memory or init time, even for ViT-G/14
+        m = create_model(name)
+    got = profile(m)["backbone_params"] / 1e6
     want = PAPER_BACKBONE_PARAMS_M[name]
     digits = 1 if want < 10 else 0  # the table rounds to 0.1M below 10M, to 1M above
     assert round(got, digits) == pytest.approx(want), f"{name}: {got:.2f}M vs paper {want}M"
@@ -57,19 +56,68 @@ def test_overrides_and_interface(tiny_vit):
     assert tiny_vit(x).shape == (2, 3)
 
 
-def test_loads_timm_vit_weights_with_equal_logits():
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        ("vit_tiny_patch16", "vit_tiny_patch16_224"),
+        ("vit_small_patch32", "vit_small_patch32_224"),
+        ("deit_tiny", "deit_tiny_patch16_224"),
+        ("deit_tiny_distilled", "deit_tiny_distilled_patch16_224"),
+        ("deit_small_distilled", "deit_small_distilled_patch16_224"),
+    ],
+)
+def test_loads_timm_weights_with_equal_logits(ours, theirs, tmp_path):
     timm = pytest.importorskip("timm")
-    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=64).eval()
-    ours = create_model("vit_tiny_patch16", num_classes=10, img_size=64).eval()
-    ours.load_state_dict(ref.state_dict())
+    torch.manual_seed(0)
+    ref = timm.create_model(theirs, pretrained=False, num_classes=10, img_size=64).eval()
+    # a timm checkpoint file as users have them, loaded through create_model(weights=...)
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    model = create_model(ours, num_classes=10, img_size=64, weights=tmp_path / "timm.pth").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(ours(x), ref(x), atol=1e-5, rtol=0)
+        assert (model(x) - ref(x)).abs().max() <= 1e-5
+    # and back: edgevit weights load into timm's model unchanged
+    assert ref.load_state_dict(model.state_dict(), strict=True)
 
 
-def test_pos_embed_is_resampled_for_another_resolution():
-    src = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1)
-    dst = create_model("vit_tiny_patch16", img_size=64, patch_size=8, depth=1)
-    dst.load_state_dict(src.state_dict())
-    assert dst.pos_embed.shape == (1, 1 + 64, 192)
-    assert torch.equal(dst.pos_embed[:, 0], src.pos_embed[:, 0])  # class-token slot copied as is
+def test_deit_distilled_heads():
+    torch.manual_seed(0)
+    m = create_model("deit_tiny_distilled", img_size=32, patch_size=8, depth=1, num_classes=4)
+    x = torch.randn(2, 3, 32, 32)
+    m.eval()
+    feats = m.forward_features(x)
+    assert feats.shape == (2, 2 + 16, 192)  # class + distillation token + patches
+    with torch.no_grad():
+        both = (m.head(feats[:, 0]) + m.head_dist(feats[:, 1])) / 2
+        assert torch.allclose(m(x), both, atol=1e-6)
+    m.train()
+    m.distilled_training = True
+    cls, dist = m(x)  # training with distillation sees both heads
+    assert cls.shape == dist.shape == (2, 4)
+    m.reset_classifier(7)
+    assert m.head.out_features == m.head_dist.out_features == 7
+    assert {"cls_token", "dist_token", "pos_embed"} <= m.no_weight_decay()
+
+
+def test_any_timm_model_by_name():
+    m = create_model("timm/resnet18", num_classes=10).eval()
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    assert m.default_cfg["input_size"] == (3, 224, 224)
+    p = profile(m)
+    assert round(p["macs"] / 1e9, 1) == 1.8  # ResNet-18's well-known ~1.8 GMACs
+    with pytest.raises(EdgeVitError, match="did you mean timm/resnet18"):
+        create_model("timm/resnet181")
+
+
+def test_profile_counts_every_matmul_exactly():
+    """ViT-Ti/16 at 224 px: MACs by hand equal the counter's, attention matmuls included."""
+    with torch.device("meta"):
+        m = create_model("vit_tiny_patch16")
+    n, d, depth = 197, 192, 12
+    per_block = 12 * n * d * d + 2 * n * n * d  # qkv 3d^2 + proj d^2 + MLP 8d^2 per token; q@k^T and attn@v
+    expected = depth * per_block + 196 * (3 * 16 * 16) * d + d * 1000  # + patch embedding + head
+    p = profile(m)
+    assert p["macs"] == expected and p["flops"] == 2 * expected
+    with torch.device("meta"):
+        big = create_model("vit_tiny_patch16", img_size=448)  # position embeddings are built per size
+    assert profile(big)["macs"] > 4 * p["macs"]  # 4x the patches, attention grows quadratically

@@ -35,7 +35,8 @@ def create_model(name: str, *, weights: str | Path | None = None, **kwargs) -> n
     """Build a registered model.
 
     Args:
-        name: a registered name (see ``list_models()``).
+        name: a registered name (see ``list_models()``), or ``"timm/<name>"`` for any timm architecture
+            (built with random weights; pass ``weights=`` to load a checkpoint).
         weights: optional path to a ``.safetensors`` (or ``.pth``/``.pt``) state dict to load.
         **kwargs: architecture overrides such as ``num_classes``, ``img_size``, ``patch_size``, ``depth``.
 
@@ -45,14 +46,17 @@ def create_model(name: str, *, weights: str | Path | None = None, **kwargs) -> n
     Raises:
         EdgeVitError: unknown name (with the closest names), bad override, or unloadable weights.
     """
-    if name not in _MODELS:
+    if name.startswith("timm/"):
+        model = _create_timm(name.removeprefix("timm/"), **kwargs)
+    elif name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise EdgeVitError(f"unknown model {name!r}{hint} (`edgevit models` lists all {len(_MODELS)})")
-    try:
-        model = _MODELS[name](**kwargs)
-    except TypeError as e:
-        raise EdgeVitError(f"model {name!r} does not take these arguments {sorted(kwargs)}: {e}") from e
+    else:
+        try:
+            model = _MODELS[name](**kwargs)
+        except TypeError as e:
+            raise EdgeVitError(f"model {name!r} does not take these arguments {sorted(kwargs)}: {e}") from e
     if weights is not None:
         from edgevit.models.weights import load_state_dict
 
@@ -63,4 +67,24 @@ def create_model(name: str, *, weights: str | Path | None = None, **kwargs) -> n
                 f"weights {weights} do not fit model {name!r}: missing keys {missing[:5]}, unexpected keys "
                 f"{unexpected[:5]} (was it trained with other architecture arguments?)"
             )
+    return model
+
+
+def _create_timm(name: str, **kwargs) -> nn.Module:
+    """A timm model by name, random init (no download), with ``default_cfg`` matching ``img_size``."""
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join('timm/' + c for c in close)}?" if close else ""
+        raise EdgeVitError(f"unknown timm model {name!r}{hint}")
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as e:
+        raise EdgeVitError(f"timm model {name!r} does not take these arguments {sorted(kwargs)}: {e}") from e
+    cfg = dict(model.pretrained_cfg)
+    if "img_size" in kwargs:
+        size = kwargs["img_size"]
+        cfg["input_size"] = (cfg["input_size"][0], *((size, size) if isinstance(size, int) else size))
+    model.pretrained_cfg = model.default_cfg = cfg
     return model

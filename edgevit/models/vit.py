@@ -28,6 +28,7 @@ class ViTConfig:
     in_chans: int = 3
     num_classes: int = 1000
     qkv_bias: bool = True
+    distilled: bool = False  # DeiT: a distillation token with its own head; eval averages the two heads
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -36,7 +37,12 @@ class ViTConfig:
 
 
 class VisionTransformer(nn.Module):
-    """A plain ViT with a class token, learned position embeddings and a pre-norm encoder."""
+    """A plain ViT with a class token, learned position embeddings and a pre-norm encoder.
+
+    With ``cfg.distilled`` (DeiT) a distillation token follows the class token and feeds ``head_dist``;
+    in eval (and in export) the output is the mean of the two heads' logits, as in DeiT and timm. Set
+    ``model.distilled_training = True`` to get ``(cls_logits, dist_logits)`` in train mode.
+    """
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
@@ -45,10 +51,15 @@ class VisionTransformer(nn.Module):
         self.embed_dim = cfg.embed_dim
         self.default_cfg = {"input_size": (cfg.in_chans, cfg.img_size, cfg.img_size), "mean": cfg.mean, "std": cfg.std}
         self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.num_prefix_tokens = 2 if cfg.distilled else 1
+        self.distilled_training = False
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, cfg.embed_dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.distilled else None
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, cfg.embed_dim)
+        )
         self.pos_drop = nn.Dropout(cfg.drop_rate)
-        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()  # stochastic depth grows with depth
+        dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # grows with depth
         self.blocks = nn.Sequential(
             *[
                 Block(
@@ -65,11 +76,15 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        if cfg.distilled:
+            self.head_dist = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
+        if self.dist_token is not None:
+            nn.init.trunc_normal_(self.dist_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -81,21 +96,30 @@ class VisionTransformer(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that should not be weight-decayed (besides norms and biases)."""
-        return {"pos_embed", "cls_token"}
+        return {"pos_embed", "cls_token", "dist_token"}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` image -> ``[B, 1 + N, D]`` normalised tokens."""
+        """``[B, C, H, W]`` image -> ``[B, prefix + N, D]`` normalised tokens (prefix: class [+ distillation])."""
         x = self.patch_embed(x)  # [B, N, D]
-        # at batch 1 (the exported shape) skip the expand: it would stay outside XNNPACK as a copy
-        cls = self.cls_token if x.shape[0] == 1 else self.cls_token.expand(x.shape[0], -1, -1)  # -> [B, 1, D]
-        x = torch.cat([cls, x], dim=1) + self.pos_embed  # [B, 1 + N, D]
+        prefix = [self.cls_token] if self.dist_token is None else [self.cls_token, self.dist_token]
+        if x.shape[0] > 1:  # at batch 1 (the exported shape) skip expand: XNNPACK would leave it as a copy
+            prefix = [t.expand(x.shape[0], -1, -1) for t in prefix]  # [1, 1, D] -> [B, 1, D]
+        x = torch.cat([*prefix, x], dim=1) + self.pos_embed  # [B, prefix + N, D]
         x = self.blocks(self.pos_drop(x))
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``[B, 1 + N, D]`` tokens -> ``[B, num_classes]`` logits from the class token."""
-        x = x[:, :1].flatten(1)  # [B, 1 + N, D] -> [B, D]; slice + view, not select (a portable-kernel copy)
-        return x if pre_logits else self.head(x)
+        """``[B, prefix + N, D]`` tokens -> ``[B, num_classes]`` logits from the class (and distillation) token."""
+        cls = x[:, :1].flatten(1)  # [B, T, D] -> [B, D]; slice + view, not select (a portable-kernel copy)
+        if self.dist_token is None:
+            return cls if pre_logits else self.head(cls)
+        dist = x[:, 1:2].flatten(1)  # [B, T, D] -> [B, D]
+        if pre_logits:
+            return (cls + dist) / 2
+        cls, dist = self.head(cls), self.head_dist(dist)
+        if self.distilled_training and self.training:
+            return cls, dist
+        return (cls + dist) / 2  # both heads fused into one output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -104,16 +128,20 @@ class VisionTransformer(nn.Module):
         """Replace the head with a freshly initialised one for ``num_classes`` (0 removes it)."""
         self.num_classes = num_classes
         self.cfg = replace(self.cfg, num_classes=num_classes)
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
+        heads = ["head", "head_dist"] if self.dist_token is not None else ["head"]
+        for name in heads:
+            head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            if num_classes > 0:
+                nn.init.trunc_normal_(head.weight, std=0.02)
+                nn.init.zeros_(head.bias)
+            setattr(self, name, head)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load weights, resampling the position embedding when the checkpoint's grid differs."""
         pe = state_dict.get("pos_embed")
         if pe is not None and pe.shape != self.pos_embed.shape:
-            state_dict = dict(state_dict, pos_embed=resample_pos_embed(pe, self.patch_embed.grid_size))
+            pe = resample_pos_embed(pe, self.patch_embed.grid_size, self.num_prefix_tokens)
+            state_dict = dict(state_dict, pos_embed=pe)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
@@ -133,25 +161,27 @@ _CONFIGS: dict[str, ViTConfig] = {
 }
 
 
-def _create(name: str, **overrides) -> VisionTransformer:
-    """Build ``name`` with field overrides (``img_size``, ``patch_size``, ``depth``, ``num_classes`` ...)."""
+def create_vit(base: ViTConfig, **overrides) -> VisionTransformer:
+    """Build a ViT from ``base`` with field overrides (``img_size``, ``patch_size``, ``depth``, ``num_classes`` ...)."""
     unknown = set(overrides) - set(ViTConfig.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown ViT arguments {sorted(unknown)}; valid: {sorted(ViTConfig.__dataclass_fields__)}")
     for key in ("mean", "std"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
-    return VisionTransformer(replace(_CONFIGS[name], **overrides))
+    return VisionTransformer(replace(base, **overrides))
 
 
-def _make_entry(name: str):
-    def entry(**kwargs) -> VisionTransformer:
-        return _create(name, **kwargs)
+def register_configs(configs: dict[str, ViTConfig], family: str) -> None:
+    """Register one thin entry point per config: ``create_model(name, **overrides)``."""
+    for name, cfg in configs.items():
 
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = f"ViT {name}: {_CONFIGS[name]}"
-    return entry
+        def entry(_cfg: ViTConfig = cfg, **kwargs) -> VisionTransformer:
+            return create_vit(_cfg, **kwargs)
+
+        entry.__name__ = entry.__qualname__ = name
+        entry.__doc__ = f"{family} {name}: {cfg}"
+        register_model(entry)
 
 
-for _name in _CONFIGS:
-    register_model(_make_entry(_name))
+register_configs(_CONFIGS, "ViT")
