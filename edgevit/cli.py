@@ -83,6 +83,29 @@ def models_cmd(
     Console().print(table)
 
 
+@app.command("bench")
+def bench_cmd(
+    models: list[str] = typer.Argument(..., help="Registry names, e.g. vit_tiny_patch16 deit_small."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Resolution (default: each model's native)."),
+    threads: int = typer.Option(2, "--threads", help="Threads for every runtime."),
+    runs: int = typer.Option(20, "--runs", help="Timed batch-1 runs per backend (after --warmup)."),
+    warmup: int = typer.Option(5, "--warmup"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the results as JSON here."),
+) -> None:
+    """Latency of each model in eager PyTorch, ExecuTorch, LiteRT and ONNX Runtime, measured in one run.
+
+    Prints median/p90 at the same thread count, the ratio to LiteRT, and achieved GFLOP/s against the
+    fp32 GEMM peak measured in the same run. Weights are random: latency does not depend on them.
+    """
+    from edgevit._utils import write_json_atomic
+    from edgevit.bench import bench, render_markdown
+
+    doc = bench(models, img_size=img_size, threads=threads, warmup=warmup, runs=runs)
+    typer.echo(render_markdown(doc))
+    if out:
+        write_json_atomic(out, doc)
+
+
 @app.command("train")
 def train_cmd(
     recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),

@@ -42,6 +42,6 @@ def tiny_vit():
 def quickstart_run(tmp_path_factory):
     """``edgevit run recipes/quickstart.yaml --out RUN``: the whole product on real digits data."""
     out = tmp_path_factory.mktemp("quickstart") / "run"
-    proc = edgevit_cli("run", "recipes/quickstart.yaml", "--out", str(out))
+    proc = edgevit_cli("run", "recipes/quickstart.yaml", "--out", str(out), timeout=2400)  # ~2.5 min alone
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

@@ -102,3 +102,19 @@ def test_export_registry_name_random_init(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.is_file() and out.stat().st_size > 4 * 5e6  # ~5M fp32 parameters
     assert "partitions" in proc.stderr
+
+
+def test_bench_measures_every_runtime_side_by_side(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = edgevit_cli(
+        "bench", "vit_mini_patch28", "--img-size", "56", "--runs", "3", "--warmup", "1", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    rows = {r["backend"]: r for r in doc["results"]}
+    assert set(rows) == {"eager", "executorch", "tflite", "onnx"}
+    assert rows["tflite"]["vs_litert"] == 1.0 and doc["gemm_peak_gflops"] > 0
+    assert rows["executorch"]["info"]["ops_outside_delegate"] == {}
+    for r in rows.values():
+        assert r["macs"] == rows["eager"]["macs"] > 0 and r["latency_ms"]["p90"] >= r["latency_ms"]["median"]
+    assert "| vit_mini_patch28 | 56 |" in proc.stdout
