@@ -115,11 +115,11 @@ class VisionTransformer(nn.Module):
             return cls if pre_logits else self.head(cls)
         dist = x[:, 1:2].flatten(1)  # [B, T, D] -> [B, D]
         if pre_logits:
-            return (cls + dist) / 2
+            return (cls + dist) * 0.5
         cls, dist = self.head(cls), self.head_dist(dist)
         if self.distilled_training and self.training:
             return cls, dist
-        return (cls + dist) / 2  # both heads fused into one output
+        return (cls + dist) * 0.5  # both heads fused into one output (* 0.5: "/ 2" lifts an int constant + cast)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -1,0 +1,72 @@
+"""Every registered model lowers to every backend, fully delegated to XNNPACK, with fp32 outputs equal to PyTorch.
+
+Parametrized over the registry: a model is tested the day it is registered. Every model up to 30M
+parameters lowers at a small resolution to all four backends, bigger ViTs check ExecuTorch delegation,
+and one model per family also runs at native resolution. The ``-m "not slow"`` inner loop keeps one
+small-resolution model per family (each model costs ~30 s of converters on 2 cores).
+"""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from edgevit import create_model, list_models
+from edgevit.export import backend_module, export
+from edgevit.models.profile import profile
+
+NOT_IN_TESTS = {"vit_giant_patch14", "vit_gigantic_patch14"}  # 1-2 B params: counted, not run
+MODELS = [m for m in list_models() if m not in NOT_IN_TESTS]
+BIG = 30e6  # above this: slow, and ExecuTorch delegation only (the other converters take minutes per model)
+NATIVE = ["vit_tiny_patch16", "deit_small_distilled", "mobilevit_xxs", "mobilevitv2_050", "mobile_former_26m"]
+FAST = {"vit_mini_patch28", "deit_tiny_distilled", "mobilevit_xxs", "mobilevitv2_050", "mobile_former_26m"}
+
+
+def small_size(name: str) -> int:
+    m = re.search(r"patch(\d+)", name)
+    return 2 * int(m.group(1)) if m else 64
+
+
+def _params(name: str) -> int:
+    with torch.device("meta"):
+        return profile(create_model(name))["params"]
+
+
+def _check(name: str, img_size: int, backends, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name, img_size=img_size, num_classes=10).eval()
+    # a real-looking input: a digit, upsampled and normalised, rather than noise
+    from edgevit.data.datasets import digits_tensors
+
+    x = digits_tensors(img_size, model.default_cfg["mean"], model.default_cfg["std"])[0][:1].clone()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    scale = np.abs(ref).max()
+    for backend in backends:
+        art = export(model, x, backend, tmp_path / f"{name}_{img_size}{backend_module(backend).SUFFIX}")
+        if backend == "executorch":
+            assert art.info["ops_outside_delegate"] == {}, f"{name}: ops left outside XNNPACK"
+            assert art.info["partitions"] == 1, f"{name}: {art.info['partitions']} XNNPACK partitions"
+        if backend == "coreml":
+            continue  # converts here; runs on macOS (an emulator for Linux is issue 7)
+        got = art.load(2)(x.numpy())
+        err = np.abs(got - ref).max() / scale
+        assert err <= 1e-4, f"{name} on {backend}: relative error {err:.2e}"
+
+
+SMALL = [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in MODELS]
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_lowers_at_small_resolution(name, tmp_path):
+    backends = ["executorch"] if _params(name) > BIG else ["executorch", "tflite", "onnx", "coreml"]
+    _check(name, small_size(name), backends, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [m for m in NATIVE if m in MODELS])
+def test_lowers_at_native_resolution(name, tmp_path):
+    with torch.device("meta"):
+        size = create_model(name).default_cfg["input_size"][-1]
+    _check(name, size, ["executorch", "tflite", "onnx", "coreml"], tmp_path)
