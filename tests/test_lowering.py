@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_
 
 from edgevit import create_model, list_models
 from edgevit.export import backend_module, export
@@ -35,7 +36,7 @@ def _params(name: str) -> int:
 
 def _check(name: str, img_size: int, backends, tmp_path):
     torch.manual_seed(0)
-    model = create_model(name, img_size=img_size, num_classes=10).eval()
+    model = randomize_(create_model(name, img_size=img_size, num_classes=10)).eval()
     # a real-looking input: a digit, upsampled and normalised, rather than noise
     from edgevit.data.datasets import digits_tensors
 
