@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import edgevit.models.mobile_former  # noqa: F401  (registers the variants)
 from edgevit import EdgeVitError, create_model, list_models
 from edgevit.models.mobile_former import (
     _CONFIGS,
     MobileFormer,
     convert_official_state_dict,
+    create_mobile_former,
     to_official_state_dict,
 )
 
@@ -270,7 +270,7 @@ def test_overrides_and_bad_arguments():
     assert m.default_cfg["input_size"] == (3, 160, 160) and m.num_classes == 10 and m.head.out_features == 10
     assert m.head_drop.p == 0.2 and m.blocks[-1].former.drop_path.p == pytest.approx(0.1)
     with pytest.raises(TypeError, match="unknown Mobile-Former arguments"):
-        edgevit.models.mobile_former._create("mobile_former_96m", depth=3)
+        create_mobile_former(_CONFIGS["mobile_former_96m"], depth=3)
     with pytest.raises(EdgeVitError, match="does not take"):
         create_model("mobile_former_96m", token_num=3)
 

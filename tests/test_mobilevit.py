@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-import edgevit.models.mobilevit  # noqa: F401  (registers the MobileViT family)
 from edgevit import EdgeVitError
 from edgevit.export import export
 from edgevit.models import create_model, list_models

@@ -10,6 +10,7 @@ import difflib
 import fnmatch
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch.nn as nn
 
@@ -24,6 +25,21 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         raise ValueError(f"model {fn.__name__!r} is registered twice")
     _MODELS[fn.__name__] = fn
     return fn
+
+
+def register_family(configs: dict[str, Any], build: Callable[..., nn.Module], family: str) -> None:
+    """Register one thin entry point per config: ``create_model(name, **kw)`` calls ``build(configs[name], **kw)``."""
+    for name, cfg in configs.items():
+        register_model(_entry(name, cfg, build, family))
+
+
+def _entry(name: str, cfg: Any, build: Callable[..., nn.Module], family: str) -> Callable[..., nn.Module]:
+    def entry(**kwargs) -> nn.Module:
+        return build(cfg, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = f"{family} {name}: {cfg}"
+    return entry
 
 
 def list_models(pattern: str = "*") -> list[str]:

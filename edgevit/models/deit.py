@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from edgevit.data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from edgevit.models.vit import ViTConfig, register_configs
+from edgevit.models._registry import register_family
+from edgevit.models.vit import ViTConfig, create_vit
 
 _BASE = {
     "tiny": ViTConfig(192, 12, 768, 3, mean=IMAGENET_MEAN, std=IMAGENET_STD),
@@ -21,4 +22,4 @@ _BASE = {
 _CONFIGS = {f"deit_{size}": cfg for size, cfg in _BASE.items()}
 _CONFIGS |= {f"deit_{size}_distilled": replace(cfg, distilled=True) for size, cfg in _BASE.items()}
 
-register_configs(_CONFIGS, "DeiT")
+register_family(_CONFIGS, create_vit, "DeiT")

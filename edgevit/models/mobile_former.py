@@ -82,7 +82,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgevit.models._registry import register_model
+from edgevit.models._registry import register_family
 from edgevit.models.layers import DropPath, Mlp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -675,22 +675,12 @@ _CONFIGS: dict[str, MobileFormerConfig] = {
 _OVERRIDES = ("num_classes", "img_size", "in_chans", "drop_rate", "drop_path_rate")
 
 
-def _create(name: str, **overrides) -> MobileFormer:
-    """Build variant ``name``; ``overrides`` may set the config fields in ``_OVERRIDES``, others raise TypeError."""
+def create_mobile_former(cfg: MobileFormerConfig, **overrides) -> MobileFormer:
+    """Build a Mobile-Former from ``cfg``; ``overrides`` may set the ``_OVERRIDES`` fields, others raise TypeError."""
     unknown = set(overrides) - set(_OVERRIDES)
     if unknown:
         raise TypeError(f"unknown Mobile-Former arguments {sorted(unknown)}; valid: {list(_OVERRIDES)}")
-    return MobileFormer(replace(_CONFIGS[name], **overrides))
+    return MobileFormer(replace(cfg, **overrides))
 
 
-def _make_entry(name: str):
-    def entry(**kwargs) -> MobileFormer:
-        return _create(name, **kwargs)
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = f"Mobile-Former {name}: {_CONFIGS[name]}"
-    return entry
-
-
-for _name in _CONFIGS:
-    register_model(_make_entry(_name))
+register_family(_CONFIGS, create_mobile_former, "Mobile-Former")

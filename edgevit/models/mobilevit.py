@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgevit.models._registry import register_model
+from edgevit.models._registry import register_family
 from edgevit.models.layers import Block, DropPath
 
 
@@ -455,16 +455,4 @@ def create_mobilevit(cfg: MobileViTConfig, **overrides) -> MobileViT:
     return MobileViT(replace(cfg, **overrides))
 
 
-def _make_entry(name: str):
-    cfg = _CONFIGS[name]
-
-    def entry(**kwargs) -> MobileViT:
-        return create_mobilevit(cfg, **kwargs)
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = f"MobileViT{'v2' if cfg.version == 2 else ''} {name}: {cfg}"
-    return entry
-
-
-for _name in _CONFIGS:
-    register_model(_make_entry(_name))
+register_family(_CONFIGS, create_mobilevit, "MobileViT")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
-from edgevit.models._registry import register_model
+from edgevit.models._registry import register_family
 from edgevit.models.layers import Block, PatchEmbed, resample_pos_embed
 
 
@@ -172,16 +172,4 @@ def create_vit(base: ViTConfig, **overrides) -> VisionTransformer:
     return VisionTransformer(replace(base, **overrides))
 
 
-def register_configs(configs: dict[str, ViTConfig], family: str) -> None:
-    """Register one thin entry point per config: ``create_model(name, **overrides)``."""
-    for name, cfg in configs.items():
-
-        def entry(_cfg: ViTConfig = cfg, **kwargs) -> VisionTransformer:
-            return create_vit(_cfg, **kwargs)
-
-        entry.__name__ = entry.__qualname__ = name
-        entry.__doc__ = f"{family} {name}: {cfg}"
-        register_model(entry)
-
-
-register_configs(_CONFIGS, "ViT")
+register_family(_CONFIGS, create_vit, "ViT")
