@@ -74,10 +74,18 @@ def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_ena
     return _layer_norm_via_mean(x, normalized_shape, weight, bias, eps)[0]
 
 
+def _silu(x):
+    """``silu`` as ``x * sigmoid(x)``: XNNPACK's delegate takes ``aten.silu`` but runs it ~4x slower than
+    the two-op form here (measured: 3x3 conv + SiLU on 256 px, 1.56 ms vs 0.49 ms; LiteRT 0.35 ms), which made
+    MobileViT 1.9x slower in ExecuTorch than in LiteRT."""
+    return x * torch.sigmoid(x)
+
+
 # torch.export keeps ``aten.layer_norm`` in its graph; later decompositions turn it into ``native_layer_norm``.
 _XNNPACK_FRIENDLY_DECOMPOSITIONS = {
     torch.ops.aten.layer_norm.default: _layer_norm,
     torch.ops.aten.native_layer_norm.default: _layer_norm_via_mean,
+    torch.ops.aten.silu.default: _silu,
 }
 
 
