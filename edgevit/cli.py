@@ -1,7 +1,7 @@
 """``edgevit`` command line: each verb reads and writes files in a run directory.
 
 edgevit run recipes/quickstart.yaml --out runs/quickstart     # train -> quantize -> export -> parity
-edgevit train RECIPE --out RUN ; edgevit quantize RUN ; edgevit export RUN ; edgevit parity RUN
+edgevit train RECIPE --out RUN ; edgevit export RUN ; edgevit parity RUN   (edgevit quantize RUN: quantized targets only)
 edgevit export --model vit_tiny_patch16 --backend executorch --out vit.pte   # one artifact, scriptable
 edgevit models 'vit_*'
 """
@@ -37,6 +37,10 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     int8 = "int8"
+    int8_dynamic = "int8-dynamic"
+    w8 = "w8"
+    w4 = "w4"
+    w4_lut = "w4-lut"
 
 
 def _echo(msg: str) -> None:
@@ -120,15 +124,33 @@ def train_cmd(
 
 
 @app.command("quantize")
-def quantize_cmd(run_dir: Path = typer.Argument(..., help="A run directory with a trained model.")) -> None:
-    """Post-training static int8 (PT2E, XNNPACK quantizer) calibrated on training images.
+def quantize_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
+    backend: BackendName | None = typer.Option(None, "--backend", "-b", help="Only this backend (with --precision)."),
+    precision: Precision | None = typer.Option(None, "--precision", "-p", help="e.g. int8, int8-dynamic, w4-lut."),
+) -> None:
+    """Post-training quantization with each backend's own quantizer, calibrated on training images.
 
-    Writes RUN_DIR/artifacts/pytorch_int8.pt2, the int8 model that int8 exports lower from.
+    Exports the recipe's quantized targets into RUN_DIR/artifacts (or the one given by --backend and
+    --precision) and records them in the manifest; `edgevit parity RUN_DIR` then measures what they keep.
     """
-    from edgevit.recipe import stage_quantize
+    from edgevit.quantize import QUANTIZED_PRECISIONS
+    from edgevit.recipe import Recipe, Target, stage_export
 
-    art = stage_quantize(run_dir)
-    _echo(f"int8 model: {art.path}")
+    if (backend is None) != (precision is None):
+        raise EdgeVitError("give both --backend and --precision, or neither (all quantized targets of the recipe)")
+    if backend is not None:
+        try:
+            targets = [Target(backend=backend.value, precision=precision.value)]
+        except ValueError as e:  # pydantic's message names the precisions the backend takes
+            raise EdgeVitError(str(e).splitlines()[-1].strip()) from e
+    else:
+        recipe = Recipe.load(run_dir / "recipe.yaml")
+        targets = [t for t in recipe.export.targets if t.resolved_precision in QUANTIZED_PRECISIONS]
+        if not targets:
+            raise EdgeVitError(f"{run_dir}/recipe.yaml has no quantized export targets; use --backend/--precision")
+    for art in stage_export(run_dir, targets):
+        _echo(f"{art.backend:>10} {art.precision}: {art.path} ({art.info.get('quantizer', '')})")
 
 
 @app.command("export")
@@ -143,7 +165,7 @@ def export_cmd(
     img_size: int | None = typer.Option(None, "--img-size", help="Input resolution (default: the model's)."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Head size for a registry name."),
     calib_dir: Path | None = typer.Option(
-        None, "--calib-dir", help="ImageFolder to calibrate int8 on (default: digits at the model's size)."
+        None, "--calib-dir", help="ImageFolder to calibrate static int8 on (default: digits at the model's size)."
     ),
     calib_images: int = typer.Option(128, "--calib-images", help="Calibration images for int8."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output file (.pte/.tflite/.mlpackage/.onnx)."),
@@ -179,15 +201,10 @@ def export_cmd(
         mean, std = net.default_cfg["mean"], net.default_cfg["std"]
     c, h, w = net.default_cfg["input_size"]
     example = _calibration(calib_dir, h, mean, std, 1)
-    source = net
-    if prec == "int8":
-        if backend.value != "executorch":
-            raise EdgeVitError(f"int8 export is available for executorch today, not {backend.value}")
-        from edgevit.quantize import PTQConfig, quantize
+    from edgevit.quantize import QUANTIZED_PRECISIONS
 
-        calib = _calibration(calib_dir, h, mean, std, calib_images)
-        source = quantize(net, PTQConfig(calib_images=calib_images), calib, example)
-    art = export(source, example, backend.value, out, prec)
+    calib = _calibration(calib_dir, h, mean, std, calib_images) if QUANTIZED_PRECISIONS.get(prec) else None
+    art = export(net, example, backend.value, out, prec, calib=calib)
     _echo(f"{art.backend} {art.precision}: {art.path}")
     for key, value in art.info.items():
         _echo(f"  {key}: {value}")
@@ -222,7 +239,7 @@ def run_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Resume training from OUT's last checkpoint."),
 ) -> None:
-    """train -> quantize -> export -> parity, in order, into OUT. Exits 1 if parity fails."""
+    """train -> quantize + export (each backend's own quantizer) -> parity, into OUT. Exits 1 if parity fails."""
     from edgevit.recipe import Recipe, run
 
     report, md = run(Recipe.load(recipe), out, resume=resume)

@@ -25,7 +25,7 @@ from edgevit.data import DataSplits, build_dataset, calibration_batch
 from edgevit.export import BACKENDS, DEFAULT_PRECISION, Artifact, backend_module, export
 from edgevit.models import create_model, list_models, load_model, save_model
 from edgevit.parity import ParityConfig, ParityReport, check, write_report
-from edgevit.quantize import PTQConfig, quantize
+from edgevit.quantize import QUANTIZED_PRECISIONS, PTQConfig
 from edgevit.train import TrainConfig, seed_everything, train
 
 
@@ -59,7 +59,19 @@ class Target(_Strict):
     """One artifact to export."""
 
     backend: Literal["executorch", "tflite", "coreml", "onnx"]
-    precision: Literal["fp32", "fp16", "int8"] | None = None
+    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "w8", "w4", "w4-lut"] | None = None
+
+    @model_validator(mode="after")
+    def _backend_takes_precision(self) -> Target:
+        precisions = backend_module(self.backend).PRECISIONS
+        if self.precision is not None and self.precision not in precisions:
+            raise ValueError(f"{self.backend} exports {', '.join(precisions)}, not {self.precision!r}")
+        return self
+
+    @property
+    def resolved_precision(self) -> str:
+        """The precision, defaulting to the backend's float one."""
+        return self.precision or DEFAULT_PRECISION[self.backend]
 
 
 def _default_targets() -> list[Target]:
@@ -67,8 +79,10 @@ def _default_targets() -> list[Target]:
         Target(backend="executorch", precision="fp32"),
         Target(backend="executorch", precision="int8"),
         Target(backend="tflite", precision="fp32"),
+        Target(backend="tflite", precision="int8"),
         Target(backend="coreml", precision="fp16"),
         Target(backend="onnx", precision="fp32"),
+        Target(backend="onnx", precision="int8"),
     ]
 
 
@@ -184,7 +198,7 @@ def _trained(run_dir: Path) -> tuple[Recipe, torch.nn.Module, DataSplits, dict]:
 
 
 def _example(data: DataSplits) -> torch.Tensor:
-    return data.val[0][0][None].clone()  # [1, C, H, W]; clone: a view would drag the whole dataset into .pt2
+    return data.val[0][0][None].clone()  # [1, C, H, W]; clone: a view would drag the whole dataset into exported programs
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:
@@ -218,43 +232,29 @@ def _record(run_dir: Path, meta: dict, example: torch.Tensor, artifacts: list[Ar
     write_json_atomic(run_dir / "artifacts" / "manifest.json", manifest)
 
 
-def stage_quantize(run_dir: str | Path, progress: bool = True) -> Artifact:
-    """PTQ the trained model on ``calib_images`` training images; save ``artifacts/pytorch_int8.pt2``."""
+def stage_export(run_dir: str | Path, targets: list[Target] | None = None, progress: bool = True) -> list[Artifact]:
+    """Export ``targets`` (default: every target of the recipe) into ``artifacts/``.
+
+    Quantized targets quantize with their backend's own quantizer; static ones calibrate on the recipe's
+    ``quantize.calib_images`` training images (the same deterministic sample for every backend).
+    """
     run_dir = Path(run_dir)
     recipe, model, data, meta = _trained(run_dir)
+    targets = recipe.export.targets if targets is None else targets
     example = _example(data)
-    calib = calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
-    qmodel = quantize(model, recipe.quantize, calib, example, progress=progress)
-    art = export(qmodel, example, "pytorch", run_dir / "artifacts" / "pytorch_int8.pt2", "int8")
-    art.info.update(method="pt2e", quantizer=recipe.quantize.quantizer, calib_images=len(calib))
-    _record(run_dir, meta, example, [art])
-    return art
-
-
-def stage_export(run_dir: str | Path, progress: bool = True) -> list[Artifact]:
-    """Export every target of the recipe into ``artifacts/``; int8 targets use ``pytorch_int8.pt2``."""
-    run_dir = Path(run_dir)
-    recipe, model, data, meta = _trained(run_dir)
-    example = _example(data)
-    qmodel = None
+    calib = None
+    if any(QUANTIZED_PRECISIONS.get(t.resolved_precision) for t in targets):
+        calib = calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
     done = []
     from edgevit._utils import progress_bar
 
     with progress_bar(progress) as bars:
-        task = bars.add_task("export", total=len(recipe.export.targets), info="")
-        for t in recipe.export.targets:
-            precision = t.precision or DEFAULT_PRECISION[t.backend]
+        task = bars.add_task("export", total=len(targets), info="")
+        for t in targets:
+            precision = t.resolved_precision
             bars.update(task, info=f"{t.backend} {precision}")
-            source = model
-            if precision == "int8":
-                if qmodel is None:
-                    qpath = run_dir / "artifacts" / "pytorch_int8.pt2"
-                    if not qpath.is_file():
-                        raise EdgeVitError(f"int8 export needs {qpath}; run `edgevit quantize {run_dir}` first")
-                    qmodel = torch.export.load(str(qpath)).module()
-                source = qmodel
             path = run_dir / "artifacts" / f"{t.backend}_{precision}{backend_module(t.backend).SUFFIX}"
-            done.append(export(source, example, t.backend, path, precision))
+            done.append(export(model, example, t.backend, path, precision, calib=calib))
             bars.update(task, advance=1)
     _record(run_dir, meta, example, done)
     return done
@@ -266,7 +266,7 @@ def stage_parity(run_dir: str | Path, progress: bool = True) -> tuple[ParityRepo
     recipe, model, data, _ = _trained(run_dir)
     artifacts = [Artifact.from_json(a, root=run_dir) for a in _manifest(run_dir)["artifacts"]]
     if not artifacts:
-        raise EdgeVitError(f"{run_dir}/artifacts has no artifacts; run `edgevit quantize` and `edgevit export` first")
+        raise EdgeVitError(f"{run_dir}/artifacts has no artifacts; run `edgevit export {run_dir}` first")
     images = np.stack([data.val[i][0].numpy() for i in range(len(data.val))])
     labels = np.array([int(data.val[i][1]) for i in range(len(data.val))])
 
@@ -282,10 +282,8 @@ def stage_parity(run_dir: str | Path, progress: bool = True) -> tuple[ParityRepo
 
 
 def run(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> tuple[ParityReport, Path]:
-    """Train, quantize, export and check: the whole recipe into ``run_dir``."""
+    """Train, export (quantizing per backend) and check: the whole recipe into ``run_dir``."""
     stage_train(recipe, run_dir, resume=resume, progress=progress)
-    if any((t.precision == "int8") for t in recipe.export.targets):
-        stage_quantize(run_dir, progress=progress)
     stage_export(run_dir, progress=progress)
     return stage_parity(run_dir, progress=progress)
 

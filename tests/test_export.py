@@ -73,7 +73,7 @@ def test_failed_export_leaves_previous_artifact_intact(tiny_vit, digits32, tmp_p
     target.write_bytes(b"previous good artifact")
     mod = backend_module("onnx")
 
-    def crash(model, example, path):
+    def crash(model, example, path, precision, calib):
         from edgevit._utils import atomic_path
 
         with atomic_path(path) as tmp:
@@ -91,8 +91,8 @@ def test_bad_export_requests_are_clear_errors(tiny_vit, tmp_path):
     x = torch.zeros(1, 3, 32, 32)
     with pytest.raises(EdgeVitError, match="unknown backend 'tensorrt'"):
         export(tiny_vit, x, "tensorrt", tmp_path / "m.plan")
-    with pytest.raises(EdgeVitError, match="supports precision fp32 today, not 'int8'"):
-        export(tiny_vit, x, "onnx", tmp_path / "m.onnx", "int8")
+    with pytest.raises(EdgeVitError, match="onnx export supports precision fp32, int8, not 'w4'"):
+        export(tiny_vit, x, "onnx", tmp_path / "m.onnx", "w4")
     with pytest.raises(EdgeVitError, match=r"end in \.pte"):
         export(tiny_vit, x, "executorch", tmp_path / "m.onnx")
 

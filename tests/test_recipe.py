@@ -14,7 +14,12 @@ def _raw():
 def test_quickstart_recipe_is_valid():
     r = Recipe.load(QUICKSTART)
     assert r.data.name == "digits" and r.model.name == "vit_tiny_patch16"
-    assert {(t.backend, t.precision) for t in r.export.targets} >= {("executorch", "int8"), ("coreml", "fp16")}
+    assert {(t.backend, t.precision) for t in r.export.targets} >= {
+        ("executorch", "int8"),
+        ("tflite", "int8"),
+        ("onnx", "int8"),
+        ("coreml", "fp16"),
+    }
     assert r.parity.tolerance("int8").min_agreement == 0.98
 
 
@@ -26,7 +31,11 @@ def test_quickstart_recipe_is_valid():
         (lambda d: d["train"].update(epochs="many"), "recipe key 'train.epochs'"),
         (lambda d: d["train"].update(lr=-1), "recipe key 'train.lr': Input should be greater than 0"),
         (lambda d: d["parity"]["tolerances"]["int8"].update(min_agreement=2), "tolerances.int8.min_agreement"),
-        (lambda d: d["export"]["targets"].append({"backend": "tensorrt"}), "export.targets.5.backend"),
+        (lambda d: d["export"]["targets"].append({"backend": "tensorrt"}), "export.targets.8.backend"),
+        (
+            lambda d: d["export"]["targets"].append({"backend": "onnx", "precision": "w4-lut"}),
+            "recipe key 'export.targets.8': Value error, onnx exports fp32, int8, not 'w4-lut'",
+        ),
         (lambda d: d["model"].update(name="vit_tiny_patch61"), "did you mean vit_tiny_patch16"),
         (lambda d: d["data"].update(name="imagefolder"), "data.root is required"),
     ],

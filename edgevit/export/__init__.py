@@ -11,28 +11,40 @@ from edgevit.export.artifact import BACKENDS, DEFAULT_PRECISION, Artifact, NotRu
 
 
 def export(
-    model: torch.nn.Module, example: torch.Tensor, backend: str, path: str | Path, precision: str | None = None
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    backend: str,
+    path: str | Path,
+    precision: str | None = None,
+    calib: torch.Tensor | None = None,
 ) -> Artifact:
-    """Lower ``model`` for ``backend`` at the fixed input shape of ``example`` and write ``path`` atomically.
+    """Quantize (if ``precision`` asks) and lower ``model`` for ``backend`` at ``example``'s shape; write ``path``.
 
     Args:
-        model: an eval-mode ``nn.Module``; for ``precision="int8"`` the PT2E-quantized module from
-            :func:`edgevit.quantize.quantize`.
+        model: an eval-mode float ``nn.Module`` (or, for executorch, an already PT2E-converted graph).
         example: a ``[1, C, H, W]`` input (its shape is baked into the artifact).
         backend: one of ``executorch``, ``tflite``, ``coreml``, ``onnx``.
-        path: output file (``.pte``, ``.tflite``, ``.mlpackage`` directory, ``.onnx``).
-        precision: label of the artifact's precision; defaults to the backend's float precision.
+        path: output file (``.pte``, ``.tflite``, ``.mlpackage`` directory, ``.onnx``), written atomically.
+        precision: one of the backend's ``PRECISIONS`` (see :mod:`edgevit.quantize` for what each means);
+            defaults to the backend's float precision.
+        calib: ``[N, C, H, W]`` training images for static quantization (``int8``); ignored otherwise.
 
     Returns:
-        The :class:`Artifact`, with export facts (e.g. delegation coverage) in ``info``.
+        The :class:`Artifact`, with export facts (delegation coverage, quantizer, ops) in ``info``.
 
     Raises:
-        EdgeVitError: unknown backend, unsupported precision, a missing backend package, or a failed lowering.
+        EdgeVitError: unknown backend, unsupported precision, missing calibration images, a missing backend
+            package, or a failed lowering.
     """
+    from edgevit.quantize import QUANTIZED_PRECISIONS, is_quantized
+
     mod = backend_module(backend)
     precision = precision or DEFAULT_PRECISION[backend]
     if precision not in mod.PRECISIONS:
-        raise EdgeVitError(f"{backend} export supports precision {', '.join(mod.PRECISIONS)} today, not {precision!r}")
+        raise EdgeVitError(f"{backend} export supports precision {', '.join(mod.PRECISIONS)}, not {precision!r}")
+    if QUANTIZED_PRECISIONS.get(precision) and calib is None and not is_quantized(model):
+        raise EdgeVitError(f"{backend} {precision} is static quantization: pass calibration images (calib=...)")
+    calib = calib if QUANTIZED_PRECISIONS.get(precision) else None  # dynamic and weight-only need no images
     path = Path(path)
     if path.suffix != mod.SUFFIX:
         raise EdgeVitError(f"{backend} artifacts end in {mod.SUFFIX}; got {path}")
@@ -40,7 +52,7 @@ def export(
         model = model.eval()
     try:
         with quiet():
-            info = mod.export(model, example, path)
+            info = mod.export(model, example, path, precision, calib)
     except EdgeVitError:
         raise
     except Exception as e:  # every backend raises its own types; the user needs the backend and the cause

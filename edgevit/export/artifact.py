@@ -1,13 +1,12 @@
 """The exported artifact as an object, and the backend table.
 
-Every backend module (``executorch.py``, ``tflite.py``, ``coreml.py``, ``onnx.py``, and ``pytorch.py`` for
-``torch.export`` programs such as the int8 PT2E model) provides:
+Every backend module (``executorch.py``, ``tflite.py``, ``coreml.py``, ``onnx.py``) provides:
 
 - ``SUFFIX``: the file (or package directory) suffix;
-- ``PRECISIONS``: the precisions it exports today;
-- ``export(model, example, path) -> dict``: lower ``model`` (an ``nn.Module`` or a PT2E-quantized
-  ``GraphModule``) for a fixed ``example`` input and write ``path`` atomically; returns export facts
-  (e.g. delegation coverage) for the manifest;
+- ``PRECISIONS``: the precisions it exports, float first (quantized ones with the backend's own quantizer);
+- ``export(model, example, path, precision, calib) -> dict``: quantize ``model`` if ``precision`` asks for it
+  (calibrating on ``calib`` images when it is static), lower it for a fixed ``example`` input and write
+  ``path`` atomically; returns export facts (delegation coverage, quantizer, op counts) for the manifest;
 - ``load(path, threads) -> Callable[[np.ndarray], np.ndarray]``: a runner mapping a ``[1, C, H, W]``
   float32 image to ``[1, K]`` float32 logits, or raise :class:`NotRunnable` saying why.
 
@@ -27,7 +26,7 @@ import numpy as np
 from edgevit._utils import EdgeVitError
 
 BACKENDS = ("executorch", "tflite", "coreml", "onnx")  # the phone-facing targets
-DEFAULT_PRECISION = {"executorch": "fp32", "tflite": "fp32", "coreml": "fp16", "onnx": "fp32", "pytorch": "fp32"}
+DEFAULT_PRECISION = {"executorch": "fp32", "tflite": "fp32", "coreml": "fp16", "onnx": "fp32"}
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -38,7 +37,7 @@ class NotRunnable(Exception):
 
 def backend_module(name: str):
     """The module implementing backend ``name``."""
-    if name not in BACKENDS and name != "pytorch":
+    if name not in BACKENDS:
         raise EdgeVitError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     return importlib.import_module(f"edgevit.export.{name}")
 

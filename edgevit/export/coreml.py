@@ -1,5 +1,9 @@
 """Core ML ``.mlpackage`` (ML Program, fp16 compute as is Core ML's default) via coremltools.
 
+Precisions: ``fp16``; ``int8`` (W8A8: int8 weights and activations as Core ML quantize/dequantize ops);
+``w8`` (weight-only int8, per channel), ``w4`` (weight-only int4, per block of 32) and ``w4-lut`` (4-bit
+k-means palettisation), all with coremltools.optimize on the converted ML Program and fp16 compute.
+
 Conversion works on any OS; executing needs macOS (``MLModel.predict``). Off macOS, ``load`` raises
 :class:`NotRunnable` so the parity report says so instead of dropping the artifact.
 """
@@ -13,29 +17,90 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import atomic_path, require
+from edgevit._utils import EdgeVitError, atomic_path, require
 from edgevit.export.artifact import NotRunnable, Runner
 
 SUFFIX = ".mlpackage"
-PRECISIONS = ("fp16",)
+PRECISIONS = ("fp16", "int8", "w8", "w4", "w4-lut")
 
 
-def export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
-    """Convert ``torch.export``'s program to an ML Program with fp16 compute; float32 ``image``/``logits`` I/O."""
+def quantizer(precision: str):
+    """The PT2E quantizer for Core ML's W8A8.
+
+    coremltools' own ``CoreMLQuantizer`` imports ``torch.ao.quantization.quantizer``, which torch 2.14
+    removed, so it cannot run with the torch edgevit pins. Its default scheme (int8 symmetric per-channel
+    weights, int8 per-tensor activations) is what XNNPACK's PT2E quantizer produces, and coremltools
+    converts those quantize/dequantize nodes into Core ML's ``quantize``/``dequantize`` ops (iOS 17+).
+    """
+    try:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+    except ImportError as e:
+        raise EdgeVitError(
+            "Core ML int8 (W8A8) quantizes with the PT2E XNNPACK quantizer (coremltools' CoreMLQuantizer does "
+            "not import on torch 2.14): install it with `pip install 'edgevit[executorch]'`"
+        ) from e
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def export(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, precision: str = "fp16", calib: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """Convert ``torch.export``'s program to an ML Program with fp16 compute; float32 ``image``/``logits`` I/O.
+
+    ``int8`` calibrates a PT2E graph first; ``w8``/``w4``/``w4-lut`` compress the converted program's weights.
+    """
     _quiet_coremltools()
     ct = require("coremltools", "coreml")
-    ep = torch.export.export(model.eval(), (example,)).run_decompositions({})
+    info: dict[str, Any] = {"compute_precision": "fp16"}
+    if precision == "int8":
+        from edgevit.quantize import calibrate_pt2e, capture
+
+        model = calibrate_pt2e(capture(model, example), quantizer(precision), calib, "coreml", progress=False)
+        info.update(quantizer="PT2E W8A8 (XNNPACKQuantizer scheme)", calib_images=len(calib))
+    target = ct.target.iOS18 if precision == "w4" else ct.target.iOS17  # per-block int4 needs iOS 18
+    ep = torch.export.export(model, (example,))
     mlmodel = ct.convert(
-        ep,
+        ep.run_decompositions({}),
         convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT16,
-        minimum_deployment_target=ct.target.iOS17,
+        minimum_deployment_target=target,
         inputs=[ct.TensorType(name="image", shape=tuple(example.shape), dtype=np.float32)],
         outputs=[ct.TensorType(name="logits", dtype=np.float32)],
     )
+    if precision in ("w8", "w4", "w4-lut"):
+        mlmodel = _compress_weights(mlmodel, precision)
+        info.update(compression=precision)
     with atomic_path(path) as tmp:
         mlmodel.save(str(tmp))
-    return {"compute_precision": "fp16", "minimum_deployment_target": "iOS17"}
+    info.update(minimum_deployment_target=target.name, ops=op_counts(mlmodel))
+    return info
+
+
+def _compress_weights(mlmodel, precision: str):
+    """coremltools.optimize.coreml on the ML Program: linear int8/int4 or 4-bit k-means palettisation."""
+    import coremltools.optimize.coreml as cto
+
+    if precision == "w4-lut":
+        op = cto.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=2048)
+        return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op))
+    if precision == "w8":
+        op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+    else:
+        op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=32)
+    return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op))
+
+
+def op_counts(mlmodel) -> dict[str, int]:
+    """MIL op type -> count in the ML Program (``const`` omitted)."""
+    counts: dict[str, int] = {}
+    for fn in mlmodel._mil_program.functions.values():
+        for op in fn.operations:
+            if op.op_type != "const":
+                counts[op.op_type] = counts.get(op.op_type, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def load(path: Path, threads: int) -> Runner:

@@ -1,4 +1,4 @@
-"""ExecuTorch ``.pte`` with the XNNPACK delegate (fp32, or int8 from a PT2E XNNPACK-quantized model)."""
+"""ExecuTorch ``.pte`` with the XNNPACK delegate: fp32, static int8 and dynamic int8 (XNNPACK's PT2E quantizer)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,28 @@ from edgevit._utils import atomic_path, require
 from edgevit.export.artifact import Runner
 
 SUFFIX = ".pte"
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "int8-dynamic")
 
 
-def export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
-    """Lower ``model`` with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner`` and write a ``.pte``.
+def quantizer(precision: str):
+    """XNNPACK's PT2E quantizer: int8 symmetric per-channel weights; activations static or dynamic int8."""
+    require("executorch", "executorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
 
+    dynamic = precision == "int8-dynamic"
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+
+
+def export(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, precision: str = "fp32", calib: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """Quantize (for int8 precisions), lower with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner``,
+    write a ``.pte``.
+
+    ``model`` may already be PT2E-converted (e.g. after QAT); then it is lowered as it is.
     Returns delegation facts: the number of XNNPACK partitions and the ops left outside the delegate
     (each runs on ExecuTorch's portable CPU kernels, and each partition boundary costs a copy).
     """
@@ -27,6 +43,12 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[st
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
+    from edgevit.quantize import calibrate_pt2e, capture, is_quantized
+
+    quant: dict[str, Any] = {}
+    if precision != "fp32" and not is_quantized(model):
+        model = calibrate_pt2e(capture(model, example), quantizer(precision), calib, "executorch", progress=False)
+        quant = {"quantizer": "XNNPACKQuantizer", "calib_images": 0 if calib is None else len(calib)}
     ep = torch.export.export(model, (example,))
     ep = ep.run_decompositions(_XNNPACK_FRIENDLY_DECOMPOSITIONS)
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
@@ -40,6 +62,7 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[st
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         program.write_to_file(f)
     return {
+        **quant,
         "delegate": "XnnpackBackend",
         "partitions": info.num_delegated_subgraphs,
         "delegated_nodes": info.num_delegated_nodes,

@@ -58,6 +58,10 @@ DEFAULT_TOLERANCES = {
     "fp32": Tolerance(min_agreement=0.995, max_top1_drop=0.5, min_cosine=0.9999),
     "fp16": Tolerance(min_agreement=0.99, max_top1_drop=1.0, min_cosine=0.999),
     "int8": Tolerance(min_agreement=0.98, max_top1_drop=1.0, min_cosine=0.98),
+    "int8-dynamic": Tolerance(min_agreement=0.98, max_top1_drop=1.0, min_cosine=0.98),
+    "w8": Tolerance(min_agreement=0.99, max_top1_drop=1.0, min_cosine=0.995),
+    "w4": Tolerance(min_agreement=0.95, max_top1_drop=2.0, min_cosine=0.95),
+    "w4-lut": Tolerance(min_agreement=0.95, max_top1_drop=2.0, min_cosine=0.95),
 }
 
 
@@ -169,7 +173,7 @@ def check(
     """Run the reference and every artifact over ``images`` (batch 1) and judge each against its tolerance.
 
     Args:
-        artifacts: what to check (``pytorch`` ``.pt2`` programs included, e.g. the int8 PT2E model).
+        artifacts: what to check.
         images: ``[N, C, H, W]`` float32 validation images, preprocessed as in training.
         labels: ``[N]`` class indices.
         reference: the fp32 PyTorch model as a runner (``[1, C, H, W] -> [1, K]``).

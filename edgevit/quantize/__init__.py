@@ -1,7 +1,25 @@
-"""Post-training quantization: ``quantize(model, PTQConfig(...), calib_images, example)``.
+"""Post-training quantization with each backend's own quantizer.
 
-Today: static int8 with PT2E and ExecuTorch's XNNPACK quantizer (per-channel symmetric int8 weights,
-per-tensor asymmetric int8 activations), the graph XNNPACK executes.
+The quantized graph must be the one the backend executes, so every backend quantizes with its own tool
+(see the backend modules in :mod:`edgevit.export`):
+
+============  ===============  ============================================================================
+backend       precision        how
+============  ===============  ============================================================================
+executorch    ``int8``         PT2E + ``XNNPACKQuantizer``: int8 per-channel weights, static int8 activations
+executorch    ``int8-dynamic`` PT2E + ``XNNPACKQuantizer(is_dynamic=True)``: activations quantized per call
+tflite        ``int8``         PT2E + litert-torch's ``PT2EQuantizer``: full-integer, int8 input and output
+tflite        ``int8-dynamic`` litert-torch dynamic-range (int8 weights, float activations between ops)
+tflite        ``fp16``         ai-edge-quantizer float casting: fp16 weights, fp32 compute
+coreml        ``int8``         PT2E + coremltools' ``CoreMLQuantizer`` (W8A8), then ``ct.convert``
+coreml        ``w8`` / ``w4``  ``coremltools.optimize.coreml.linear_quantize_weights`` (int8 per-channel /
+                               int4 per-block of 32), fp16 compute
+coreml        ``w4-lut``       ``coremltools.optimize.coreml.palettize_weights``: 4-bit k-means LUT
+onnx          ``int8``         ``onnxruntime.quantization.quantize_static``: QDQ, int8 per-channel weights
+============  ===============  ============================================================================
+
+This module holds the part they share: capturing the model, checking up front that the quantizer can
+take it, and calibrating a PT2E-prepared graph.
 """
 
 from __future__ import annotations
@@ -11,7 +29,10 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgevit._utils import EdgeVitError, progress_bar, require
+from edgevit._utils import EdgeVitError, progress_bar
+
+# precision -> does it need calibration images (static activation ranges)?
+QUANTIZED_PRECISIONS = {"int8": True, "int8-dynamic": False, "fp16": False, "w8": False, "w4": False, "w4-lut": False}
 
 
 class PTQConfig(BaseModel):
@@ -20,47 +41,70 @@ class PTQConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["pt2e"] = "pt2e"
-    quantizer: Literal["xnnpack"] = "xnnpack"
-    per_channel: bool = True
     calib_images: int = Field(256, ge=1, description="training images used to calibrate activation ranges")
 
 
-def quantize(
-    model: torch.nn.Module, config: PTQConfig, calib: torch.Tensor, example: torch.Tensor, progress: bool = True
-) -> torch.fx.GraphModule:
-    """Quantize ``model`` to static int8 with PT2E.
-
-    Args:
-        model: a float model (not modified).
-        config: the PTQ settings.
-        calib: ``[N, C, H, W]`` calibration images (from the training split), fed one at a time.
-        example: a ``[1, C, H, W]`` input fixing the exported shape.
-        progress: show a progress bar over calibration images.
-
-    Returns:
-        The converted ``GraphModule`` with quantize/dequantize nodes; runs in PyTorch (simulating int8)
-        and lowers to XNNPACK int8 kernels with :func:`edgevit.export.export`; save it with
-        ``export(q, example, "pytorch", "model.pt2", "int8")``.
-    """
-    require("executorch", "executorch")
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=config.per_channel))
+def capture(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """``torch.export`` the eval-mode ``model`` at ``example``'s shape; the graph PT2E quantizers annotate."""
     try:
-        graph = torch.export.export(model.eval(), (example,)).module()
+        return torch.export.export(model.eval(), (example,)).module()
     except Exception as e:
         raise EdgeVitError(f"torch.export could not capture the model for quantization: {e}") from e
+
+
+def module_path(node: torch.fx.Node) -> str:
+    """The ``nn.Module`` path a graph node came from (e.g. ``blocks.3.attn``), or ``<top>``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack.values()))[0] if stack else "<top>"
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a PT2E-converted graph (has quantize/dequantize nodes)."""
+    if not isinstance(model, torch.fx.GraphModule):
+        return False
+    return any(n.op == "call_function" and "quantize_per" in str(n.target) for n in model.graph.nodes)
+
+
+def calibrate_pt2e(
+    graph: torch.fx.GraphModule,
+    quantizer,
+    calib: torch.Tensor | None,
+    backend: str,
+    progress: bool = True,
+    fold_quantize: bool = True,
+) -> torch.fx.GraphModule:
+    """``prepare_pt2e`` with ``quantizer``, run ``calib`` images one at a time, ``convert_pt2e``.
+
+    Args:
+        graph: from :func:`capture`.
+        quantizer: a PT2E ``Quantizer`` (XNNPACK, litert-torch or Core ML).
+        calib: ``[N, C, H, W]`` training images; ``None`` for dynamic quantization (one pass of zeros
+            settles the placeholders).
+        backend: for error messages.
+        progress: a progress bar over calibration images.
+        fold_quantize: store weights as int8 constants (``True``, what ExecuTorch and coremltools take) or keep
+            float weights behind quantize nodes (``False``, what litert-torch's converter expects).
+
+    Returns:
+        The converted graph with quantize/dequantize nodes around the ops the quantizer annotated.
+
+    Raises:
+        EdgeVitError: the quantizer annotated nothing with a weight (the model would silently stay float).
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
     prepared = prepare_pt2e(graph, quantizer)
+    observed = [n for n in prepared.graph.nodes if n.op == "call_module" and "activation_post_process" in n.target]
+    if not observed:
+        raise EdgeVitError(f"the {backend} quantizer found nothing to quantize in this model")
+    if calib is None:  # weight observers still need one pass (per-channel scales come from it)
+        calib = torch.zeros(next(n for n in graph.graph.nodes if n.op == "placeholder").meta["val"].shape)
     with torch.no_grad(), progress_bar(progress) as bars:
-        task = bars.add_task("calibrate", total=len(calib), info="")
+        task = bars.add_task(f"calibrate {backend}", total=len(calib), info="")
         for i in range(len(calib)):
             prepared(calib[i : i + 1])
             bars.update(task, advance=1)
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)
 
 
-__all__ = ["PTQConfig", "quantize"]
+__all__ = ["PTQConfig", "QUANTIZED_PRECISIONS", "calibrate_pt2e", "capture", "is_quantized", "module_path"]
