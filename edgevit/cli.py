@@ -1,7 +1,7 @@
 """``edgevit`` command line: each verb reads and writes files in a run directory.
 
 edgevit run recipes/quickstart.yaml --out runs/quickstart     # train -> quantize -> export -> parity
-edgevit train RECIPE --out RUN ; edgevit export RUN ; edgevit parity RUN   (edgevit quantize RUN: quantized targets only)
+edgevit train RECIPE --out RUN ; edgevit export RUN ; edgevit parity RUN   (quantize RUN: int8 targets only)
 edgevit export --model vit_tiny_patch16 --backend executorch --out vit.pte   # one artifact, scriptable
 edgevit models 'vit_*'
 """
@@ -94,17 +94,22 @@ def bench_cmd(
     threads: int = typer.Option(2, "--threads", help="Threads for every runtime."),
     runs: int = typer.Option(20, "--runs", help="Timed batch-1 runs per backend (after --warmup)."),
     warmup: int = typer.Option(5, "--warmup"),
+    precision: list[Precision] = typer.Option(
+        ["fp32"], "--precision", "-p", help="Repeatable: fp32 (each backend's float), int8, int8-dynamic, ..."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the results as JSON here."),
 ) -> None:
     """Latency of each model in eager PyTorch, ExecuTorch, LiteRT and ONNX Runtime, measured in one run.
 
-    Prints median/p90 at the same thread count, the ratio to LiteRT, and achieved GFLOP/s against the
-    fp32 GEMM peak measured in the same run. Weights are random: latency does not depend on them.
+    Prints median/p90 at the same thread count, the ratio to LiteRT fp32 and to the backend's own float
+    artifact, file size, and achieved GFLOP/s against the fp32 GEMM peak measured in the same run. Weights
+    are random: latency does not depend on them.
     """
     from edgevit._utils import write_json_atomic
     from edgevit.bench import bench, render_markdown
 
-    doc = bench(models, img_size=img_size, threads=threads, warmup=warmup, runs=runs)
+    precisions = tuple(p.value for p in precision)
+    doc = bench(models, img_size=img_size, threads=threads, warmup=warmup, runs=runs, precisions=precisions)
     typer.echo(render_markdown(doc))
     if out:
         write_json_atomic(out, doc)

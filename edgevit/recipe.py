@@ -198,7 +198,7 @@ def _trained(run_dir: Path) -> tuple[Recipe, torch.nn.Module, DataSplits, dict]:
 
 
 def _example(data: DataSplits) -> torch.Tensor:
-    return data.val[0][0][None].clone()  # [1, C, H, W]; clone: a view would drag the whole dataset into exported programs
+    return data.val[0][0][None].clone()  # [1, C, H, W]; a view would drag the dataset along
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:

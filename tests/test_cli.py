@@ -107,14 +107,20 @@ def test_export_registry_name_random_init(tmp_path):
 def test_bench_measures_every_runtime_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
     proc = edgevit_cli(
-        "bench", "vit_mini_patch28", "--img-size", "56", "--runs", "3", "--warmup", "1", "--out", str(out)
-    )
+        "bench", "vit_mini_patch28", "--img-size", "56", "--runs", "3", "--warmup", "1", "-p", "fp32", "-p", "int8",
+        "--out", str(out),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
-    rows = {r["backend"]: r for r in doc["results"]}
-    assert set(rows) == {"eager", "executorch", "tflite", "onnx"}
-    assert rows["tflite"]["vs_litert"] == 1.0 and doc["gemm_peak_gflops"] > 0
-    assert rows["executorch"]["info"]["ops_outside_delegate"] == {}
+    rows = {(r["backend"], r["precision"]): r for r in doc["results"]}
+    backends = ("executorch", "tflite", "onnx")
+    assert set(rows) == {("eager", "fp32")} | {(b, p) for b in backends for p in ("fp32", "int8")}
+    assert rows["tflite", "fp32"]["vs_litert"] == 1.0 and doc["gemm_peak_gflops"] > 0
+    assert rows["executorch", "fp32"]["info"]["ops_outside_delegate"] == {}
     for r in rows.values():
-        assert r["macs"] == rows["eager"]["macs"] > 0 and r["latency_ms"]["p90"] >= r["latency_ms"]["median"]
-    assert "| vit_mini_patch28 | 56 |" in proc.stdout
+        assert r["macs"] == rows["eager", "fp32"]["macs"] > 0 and r["latency_ms"]["p90"] >= r["latency_ms"]["median"]
+    for backend in backends:
+        fp32, int8 = rows[backend, "fp32"], rows[backend, "int8"]
+        assert fp32["vs_fp32"] == 1.0 and int8["vs_fp32"] == int8["latency_ms"]["median"] / fp32["latency_ms"]["median"]
+        assert int8["size_bytes"] < 0.35 * fp32["size_bytes"], backend
+    assert "| vit_mini_patch28 | 56 |" in proc.stdout and "| int8 |" in proc.stdout

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import randomize_
 
 from edgevit import EdgeVitError
 from edgevit.export import export
@@ -31,26 +32,6 @@ PAPER_PARAMS_M = {
 SHALLOW = dict(depths=(1, 1, 1, 1, 1), transformer_depths=(1, 1, 1))
 
 
-def _randomize_(model: nn.Module, seed: int = 1, fc: nn.Linear | None = None) -> nn.Module:
-    """Random norm statistics and affines and an O(1) classifier, in place.
-
-    timm's init zeroes the last BN of every residual branch and draws a 0.01-std head, which would hide most of
-    the network from a logit comparison; after this every branch shows in the logits.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-        fc = fc if fc is not None else model.head.fc
-        fc.weight.copy_(torch.randn(fc.weight.shape, generator=g) * fc.in_features**-0.5)
-    return model
-
-
 def test_all_variants_are_registered():
     assert list_models("mobilevit_*") == sorted(V1)
     assert list_models("mobilevitv2_*") == sorted(V2)
@@ -68,7 +49,7 @@ def test_matches_paper_param_count(name):
 def test_loads_timm_weights_with_equal_logits(name):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    ref = _randomize_(timm.create_model(name, pretrained=False, num_classes=10)).eval()
+    ref = randomize_(timm.create_model(name, pretrained=False, num_classes=10)).eval()
     model = create_model(name, num_classes=10).eval()
     model.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)
@@ -85,7 +66,7 @@ def test_equals_timm_when_feature_maps_do_not_divide_into_patches(name):
     # 96 px: the last stage's map is 3x3, which MobileViT resizes to 4x4 around (v1) or before (v2) its patches
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    ref = _randomize_(timm.create_model(name, pretrained=False, num_classes=10)).eval()
+    ref = randomize_(timm.create_model(name, pretrained=False, num_classes=10)).eval()
     model = create_model(name, num_classes=10).eval()
     model.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(1, 3, 96, 96)
@@ -158,7 +139,7 @@ def test_every_block_lowers_fully_to_xnnpack(tmp_path):
         mv.MobileViTV2Block(16, transformer_dim=8, transformer_depth=1),
         mv.ClassifierHead(16, 10),
     )
-    probe = _randomize_(probe, fc=probe[-1].fc).eval()
+    probe = randomize_(probe, fc=probe[-1].fc).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         ref = probe(x).numpy()

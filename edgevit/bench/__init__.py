@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edgevit._utils import progress_bar
-from edgevit.export import backend_module, export
+from edgevit.export import NotRunnable, backend_module, export
 from edgevit.models import create_model
 from edgevit.models.profile import profile
 from edgevit.parity import latency
@@ -45,28 +45,48 @@ def bench(
     warmup: int = 5,
     runs: int = 20,
     backends: tuple[str, ...] = BENCH_BACKENDS,
+    precisions: tuple[str, ...] = ("fp32",),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Benchmark registry ``models`` (random weights: latency does not depend on them) on ``backends``.
 
+    Each backend runs every precision of ``precisions`` it exports (``fp32`` stands for the backend's float
+    one, e.g. fp16 for Core ML); static int8 calibrates on 32 digits images at the model's resolution.
+
     Returns:
-        ``{"threads", "gemm_peak_gflops", "results": [{"model", "backend", "latency_ms", "vs_litert",
-        "gflops", "peak_fraction", "macs", "input_size", "info"}]}``.
+        ``{"threads", "gemm_peak_gflops", "results": [{"model", "backend", "precision", "latency_ms",
+        "vs_litert", "vs_fp32", "size_bytes", "gflops", "peak_fraction", "macs", "input_size", "info"}]}``;
+        ``vs_litert`` compares with LiteRT fp32, ``vs_fp32`` with the same backend's float artifact.
     """
+    from edgevit._utils import path_size
+    from edgevit.data import calibration_batch, digits
+    from edgevit.export import DEFAULT_PRECISION
+
     torch.set_num_threads(threads)
     peak = gemm_peak_gflops(threads)
     results = []
+    jobs = [
+        (b, p)
+        for b in backends
+        for p in precisions
+        if b == "eager" and p == "fp32" or b != "eager" and _resolve(b, p, DEFAULT_PRECISION) is not None
+    ]
     with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as tmp, progress_bar(progress) as bars:
-        task = bars.add_task("bench", total=len(models) * len(backends), info="")
+        task = bars.add_task("bench", total=len(models) * len(jobs), info="")
         for name in models:
             torch.manual_seed(0)
             model = create_model(name, **({"img_size": img_size} if img_size else {})).eval()
             prof = profile(model)
             x = torch.randn(1, *prof["input_size"])
+            calib = None
+            if any(p == "int8" for _, p in jobs):
+                cfg = model.default_cfg
+                calib = calibration_batch(digits(prof["input_size"][-1], mean=cfg["mean"], std=cfg["std"]).train, 32)
             rows = []
-            for backend in backends:
-                bars.update(task, info=f"{name} {backend}")
+            for backend, precision in jobs:
+                bars.update(task, info=f"{name} {backend} {precision}")
                 info: dict[str, Any] = {}
+                size = None
                 if backend == "eager":
 
                     @torch.no_grad()
@@ -74,31 +94,63 @@ def bench(
                         return m(torch.from_numpy(a)).numpy()
 
                 else:
-                    path = Path(tmp) / f"{name}{backend_module(backend).SUFFIX}"
-                    art = export(model, x, backend, path)
+                    precision = _resolve(backend, precision, DEFAULT_PRECISION)
+                    path = Path(tmp) / f"{name}_{precision}{backend_module(backend).SUFFIX}"
+                    art = export(model, x, backend, path, precision, calib=calib)
+                    size = path_size(path)
                     info = {k: v for k, v in art.info.items() if k in ("partitions", "ops_outside_delegate")}
-                    runner = art.load(threads)
+                    try:
+                        runner = art.load(threads)
+                    except NotRunnable as e:
+                        rows.append(_row(name, backend, precision, None, size, prof, peak, {"not_run": str(e)}))
+                        bars.update(task, advance=1)
+                        continue
                 torch.set_num_threads(threads)
                 lat = latency(runner, x[0].numpy(), warmup, runs)
-                gflops = 2 * prof["macs"] / (lat["median"] / 1e3) / 1e9
-                rows.append(
-                    {
-                        "model": name,
-                        "backend": backend,
-                        "latency_ms": lat,
-                        "gflops": gflops,
-                        "peak_fraction": gflops / peak,
-                        "macs": prof["macs"],
-                        "input_size": prof["input_size"],
-                        "info": info,
-                    }
-                )
+                rows.append(_row(name, backend, precision, lat, size, prof, peak, info))
                 bars.update(task, advance=1)
-            ref = next((r["latency_ms"]["median"] for r in rows if r["backend"] == "tflite"), None)
-            for r in rows:
-                r["vs_litert"] = r["latency_ms"]["median"] / ref if ref else None
+            _ratios(rows)
             results += rows
     return {"threads": threads, "gemm_peak_gflops": peak, "results": results}
+
+
+def _resolve(backend: str, precision: str, default: dict[str, str]) -> str | None:
+    """``fp32`` means the backend's float precision; ``None`` when the backend does not export ``precision``."""
+    precision = default[backend] if precision == "fp32" else precision
+    return precision if precision in backend_module(backend).PRECISIONS else None
+
+
+def _row(name, backend, precision, lat, size, prof, peak, info) -> dict[str, Any]:
+    gflops = 2 * prof["macs"] / (lat["median"] / 1e3) / 1e9 if lat else None
+    return {
+        "model": name,
+        "backend": backend,
+        "precision": precision,
+        "latency_ms": lat,
+        "size_bytes": size,
+        "gflops": gflops,
+        "peak_fraction": gflops / peak if gflops else None,
+        "macs": prof["macs"],
+        "input_size": prof["input_size"],
+        "info": info,
+    }
+
+
+def _ratios(rows: list[dict[str, Any]]) -> None:
+    """``vs_litert`` (median / LiteRT fp32 median) and ``vs_fp32`` (median / same backend's float median)."""
+
+    def median(backend: str) -> float | None:
+        for r in rows:
+            if r["backend"] == backend and r["latency_ms"] and r["precision"] in ("fp32", "fp16"):
+                return r["latency_ms"]["median"]
+        return None
+
+    litert = median("tflite")
+    for r in rows:
+        med = r["latency_ms"]["median"] if r["latency_ms"] else None
+        base = median(r["backend"])
+        r["vs_litert"] = med / litert if med and litert else None
+        r["vs_fp32"] = med / base if med and base else None
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
@@ -106,15 +158,24 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"{doc['threads']} threads; fp32 GEMM peak measured in the same run: {doc['gemm_peak_gflops']:.0f} GFLOP/s.",
         "",
-        "| model | input | GMACs | backend | median ms | p90 ms | vs LiteRT | GFLOP/s | % of peak | partitions |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | input | GMACs | backend | precision | median ms | p90 ms | vs LiteRT | vs fp32 | GFLOP/s "
+        "| % of peak | size MiB | partitions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def ratio(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}×"
+
     for r in doc["results"]:
         lat = r["latency_ms"]
-        vs = "–" if r["vs_litert"] is None else f"{r['vs_litert']:.2f}×"
         parts = r["info"].get("partitions", "–")
+        size = "–" if r["size_bytes"] is None else f"{r['size_bytes'] / 2**20:.1f}"
+        head = f"| {r['model']} | {r['input_size'][1]} | {r['macs'] / 1e9:.2f} | {r['backend']} | {r['precision']} "
+        if lat is None:
+            lines.append(head + f"| not run: {r['info']['not_run']} | | | | | | {size} | {parts} |")
+            continue
         lines.append(
-            f"| {r['model']} | {r['input_size'][1]} | {r['macs'] / 1e9:.2f} | {r['backend']} | {lat['median']:.2f} "
-            f"| {lat['p90']:.2f} | {vs} | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | {parts} |"
+            head + f"| {lat['median']:.2f} | {lat['p90']:.2f} | {ratio(r['vs_litert'])} | {ratio(r['vs_fp32'])} "
+            f"| {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | {size} | {parts} |"
         )
     return "\n".join(lines) + "\n"

@@ -46,7 +46,11 @@ def quantizer(precision: str):
 
 
 def export(
-    model: torch.nn.Module, example: torch.Tensor, path: Path, precision: str = "fp16", calib: torch.Tensor | None = None
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    precision: str = "fp16",
+    calib: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Convert ``torch.export``'s program to an ML Program with fp16 compute; float32 ``image``/``logits`` I/O.
 

@@ -29,7 +29,11 @@ def quantizer(precision: str):
 
 
 def export(
-    model: torch.nn.Module, example: torch.Tensor, path: Path, precision: str = "fp32", calib: torch.Tensor | None = None
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    precision: str = "fp32",
+    calib: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Quantize (for int8 precisions), lower with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner``,
     write a ``.pte``.

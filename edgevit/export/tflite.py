@@ -32,7 +32,11 @@ def quantizer(precision: str):
 
 
 def export(
-    model: torch.nn.Module, example: torch.Tensor, path: Path, precision: str = "fp32", calib: torch.Tensor | None = None
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    precision: str = "fp32",
+    calib: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Convert with ``litert_torch.convert`` (quantizing first for int8 precisions) and write the flatbuffer.
 
