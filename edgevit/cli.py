@@ -139,7 +139,9 @@ def quantize_cmd(
     Exports the recipe's quantized targets into RUN_DIR/artifacts (or the one given by --backend and
     --precision) and records them in the manifest; `edgevit parity RUN_DIR` then measures what they keep.
     """
-    from edgevit.quantize import QUANTIZED_PRECISIONS
+    from pydantic import ValidationError
+
+    from edgevit.export import DEFAULT_PRECISION
     from edgevit.recipe import Recipe, Target, stage_export
 
     if (backend is None) != (precision is None):
@@ -147,11 +149,11 @@ def quantize_cmd(
     if backend is not None:
         try:
             targets = [Target(backend=backend.value, precision=precision.value)]
-        except ValueError as e:  # pydantic's message names the precisions the backend takes
-            raise EdgeVitError(str(e).splitlines()[-1].strip()) from e
+        except ValidationError as e:  # the message names the precisions the backend takes
+            raise EdgeVitError(e.errors()[0]["msg"].removeprefix("Value error, ")) from e
     else:
         recipe = Recipe.load(run_dir / "recipe.yaml")
-        targets = [t for t in recipe.export.targets if t.resolved_precision in QUANTIZED_PRECISIONS]
+        targets = [t for t in recipe.export.targets if t.resolved_precision != DEFAULT_PRECISION[t.backend]]
         if not targets:
             raise EdgeVitError(f"{run_dir}/recipe.yaml has no quantized export targets; use --backend/--precision")
     for art in stage_export(run_dir, targets):
@@ -206,9 +208,9 @@ def export_cmd(
         mean, std = net.default_cfg["mean"], net.default_cfg["std"]
     c, h, w = net.default_cfg["input_size"]
     example = _calibration(calib_dir, h, mean, std, 1)
-    from edgevit.quantize import QUANTIZED_PRECISIONS
+    from edgevit.quantize import CALIBRATED_PRECISIONS
 
-    calib = _calibration(calib_dir, h, mean, std, calib_images) if QUANTIZED_PRECISIONS.get(prec) else None
+    calib = _calibration(calib_dir, h, mean, std, calib_images) if prec in CALIBRATED_PRECISIONS else None
     art = export(net, example, backend.value, out, prec, calib=calib)
     _echo(f"{art.backend} {art.precision}: {art.path}")
     for key, value in art.info.items():

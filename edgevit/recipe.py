@@ -25,7 +25,7 @@ from edgevit.data import DataSplits, build_dataset, calibration_batch
 from edgevit.export import BACKENDS, DEFAULT_PRECISION, Artifact, backend_module, export
 from edgevit.models import create_model, list_models, load_model, save_model
 from edgevit.parity import ParityConfig, ParityReport, check, write_report
-from edgevit.quantize import QUANTIZED_PRECISIONS, PTQConfig
+from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig
 from edgevit.train import TrainConfig, seed_everything, train
 
 
@@ -243,7 +243,7 @@ def stage_export(run_dir: str | Path, targets: list[Target] | None = None, progr
     targets = recipe.export.targets if targets is None else targets
     example = _example(data)
     calib = None
-    if any(QUANTIZED_PRECISIONS.get(t.resolved_precision) for t in targets):
+    if any(t.resolved_precision in CALIBRATED_PRECISIONS for t in targets):
         calib = calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
     done = []
     from edgevit._utils import progress_bar

@@ -93,6 +93,13 @@ def test_missing_run_dir(tmp_path):
     _one_line_error(proc, "run directory not found")
 
 
+def test_quantize_rejects_incomplete_or_impossible_targets(tmp_path):
+    proc = edgevit_cli("quantize", str(tmp_path), "--backend", "onnx")
+    _one_line_error(proc, "give both --backend and --precision")
+    proc = edgevit_cli("quantize", str(tmp_path), "--backend", "onnx", "--precision", "w4-lut")
+    _one_line_error(proc, "onnx exports fp32, int8, not 'w4-lut'")
+
+
 def test_export_registry_name_random_init(tmp_path):
     """A registry name without weights exports a randomly initialised model: does the architecture lower?"""
     out = tmp_path / "vit.pte"

@@ -36,15 +36,15 @@ def export(
         EdgeVitError: unknown backend, unsupported precision, missing calibration images, a missing backend
             package, or a failed lowering.
     """
-    from edgevit.quantize import QUANTIZED_PRECISIONS, is_quantized
+    from edgevit.quantize import CALIBRATED_PRECISIONS, is_quantized
 
     mod = backend_module(backend)
     precision = precision or DEFAULT_PRECISION[backend]
     if precision not in mod.PRECISIONS:
         raise EdgeVitError(f"{backend} export supports precision {', '.join(mod.PRECISIONS)}, not {precision!r}")
-    if QUANTIZED_PRECISIONS.get(precision) and calib is None and not is_quantized(model):
+    if precision in CALIBRATED_PRECISIONS and calib is None and not is_quantized(model):
         raise EdgeVitError(f"{backend} {precision} is static quantization: pass calibration images (calib=...)")
-    calib = calib if QUANTIZED_PRECISIONS.get(precision) else None  # dynamic and weight-only need no images
+    calib = calib if precision in CALIBRATED_PRECISIONS else None  # dynamic and weight-only need no images
     path = Path(path)
     if path.suffix != mod.SUFFIX:
         raise EdgeVitError(f"{backend} artifacts end in {mod.SUFFIX}; got {path}")

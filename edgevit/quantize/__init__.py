@@ -18,8 +18,7 @@ coreml        ``w4-lut``       ``coremltools.optimize.coreml.palettize_weights``
 onnx          ``int8``         ``onnxruntime.quantization.quantize_static``: QDQ, int8 per-channel weights
 ============  ===============  ============================================================================
 
-This module holds the part they share: capturing the model, checking up front that the quantizer can
-take it, and calibrating a PT2E-prepared graph.
+This module holds the part they share: capturing the model and calibrating a PT2E-prepared graph.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgevit._utils import EdgeVitError, progress_bar
 
-# precision -> does it need calibration images (static activation ranges)?
-QUANTIZED_PRECISIONS = {"int8": True, "int8-dynamic": False, "fp16": False, "w8": False, "w4": False, "w4-lut": False}
+# precisions with static activation ranges: they need calibration images (dynamic and weight-only ones do not)
+CALIBRATED_PRECISIONS = frozenset({"int8"})
 
 
 class PTQConfig(BaseModel):
@@ -50,12 +49,6 @@ def capture(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModu
         return torch.export.export(model.eval(), (example,)).module()
     except Exception as e:
         raise EdgeVitError(f"torch.export could not capture the model for quantization: {e}") from e
-
-
-def module_path(node: torch.fx.Node) -> str:
-    """The ``nn.Module`` path a graph node came from (e.g. ``blocks.3.attn``), or ``<top>``."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return next(reversed(stack.values()))[0] if stack else "<top>"
 
 
 def is_quantized(model: torch.nn.Module) -> bool:
@@ -89,7 +82,7 @@ def calibrate_pt2e(
         The converted graph with quantize/dequantize nodes around the ops the quantizer annotated.
 
     Raises:
-        EdgeVitError: the quantizer annotated nothing with a weight (the model would silently stay float).
+        EdgeVitError: the quantizer annotated nothing (the model would silently stay float).
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -107,4 +100,4 @@ def calibrate_pt2e(
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
 
 
-__all__ = ["PTQConfig", "QUANTIZED_PRECISIONS", "calibrate_pt2e", "capture", "is_quantized", "module_path"]
+__all__ = ["CALIBRATED_PRECISIONS", "PTQConfig", "calibrate_pt2e", "capture", "is_quantized"]
