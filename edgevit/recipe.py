@@ -60,6 +60,7 @@ class Target(_Strict):
 
     backend: Literal["executorch", "tflite", "coreml", "onnx"]
     precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "w8", "w4", "w4-lut"] | None = None
+    method: Literal["pt2e", "nncf"] | None = Field(None, description="PTQ method; default: quantize.method")
 
     @model_validator(mode="after")
     def _backend_takes_precision(self) -> Target:
@@ -72,6 +73,13 @@ class Target(_Strict):
     def resolved_precision(self) -> str:
         """The precision, defaulting to the backend's float one."""
         return self.precision or DEFAULT_PRECISION[self.backend]
+
+    def filename(self, default_method: str) -> str:
+        """``{backend}_{precision}[_nncf]{suffix}``: one file per backend, precision and PTQ method."""
+        quantized = self.resolved_precision != DEFAULT_PRECISION[self.backend]
+        method = self.method or default_method
+        tag = f"_{method}" if quantized and method != "pt2e" else ""
+        return f"{self.backend}_{self.resolved_precision}{tag}{backend_module(self.backend).SUFFIX}"
 
 
 def _default_targets() -> list[Target]:
@@ -209,11 +217,8 @@ def _manifest(run_dir: Path) -> dict[str, Any]:
 def _record(run_dir: Path, meta: dict, example: torch.Tensor, artifacts: list[Artifact]) -> None:
     """Add (or replace) ``artifacts`` in ``artifacts/manifest.json``, with what an app needs to feed them."""
     manifest = _manifest(run_dir)
-    keep = [
-        a
-        for a in manifest["artifacts"]
-        if (a["backend"], a["precision"]) not in {(x.backend, x.precision) for x in artifacts}
-    ]
+    new = {str(Path(x.path).relative_to(run_dir)) for x in artifacts}
+    keep = [a for a in manifest["artifacts"] if a["path"] not in new]
     manifest = {
         "model": {"name": meta["name"], "args": meta["args"]},
         "input": {
@@ -253,8 +258,9 @@ def stage_export(run_dir: str | Path, targets: list[Target] | None = None, progr
         for t in targets:
             precision = t.resolved_precision
             bars.update(task, info=f"{t.backend} {precision}")
-            path = run_dir / "artifacts" / f"{t.backend}_{precision}{backend_module(t.backend).SUFFIX}"
-            done.append(export(model, example, t.backend, path, precision, calib=calib))
+            path = run_dir / "artifacts" / t.filename(recipe.quantize.method)
+            ptq = recipe.quantize.model_copy(update={"method": t.method or recipe.quantize.method})
+            done.append(export(model, example, t.backend, path, precision, calib=calib, ptq=ptq))
             bars.update(task, advance=1)
     _record(run_dir, meta, example, done)
     return done

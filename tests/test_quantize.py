@@ -13,7 +13,7 @@ import torch
 from edgevit._utils import EdgeVitError
 from edgevit.data import calibration_batch
 from edgevit.export import backend_module, export
-from edgevit.quantize import calibrate_pt2e, capture
+from edgevit.quantize import PTQConfig, calibrate_pt2e, capture
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,17 @@ def test_static_int8_without_calibration_images_is_an_error(setup, tmp_path):
     with pytest.raises(EdgeVitError, match="tflite int8 is static quantization: pass calibration images"):
         export(model, calib[:1], "tflite", tmp_path / "q.tflite", "int8")
     assert not (tmp_path / "q.tflite").exists()
+
+
+def test_nncf_path_quantizes_with_the_same_backend_quantizer(setup, tmp_path):
+    model, calib, images, ref = setup
+    ptq = PTQConfig(method="nncf", smooth_quant=True)
+    art = export(model, calib[:1], "tflite", tmp_path / "n.tflite", "int8", calib=calib, ptq=ptq)
+    assert art.info["quantizer"] == "litert_torch PT2EQuantizer" and art.info["method"] == "nncf"
+    assert art.info["smooth_quant"] is True and art.info["input_dtype"] == "int8"  # still full-integer
+    out = _run(art, images)
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9
+    with pytest.raises(EdgeVitError, match="onnx int8 uses onnxruntime's own quantizer"):
+        export(model, calib[:1], "onnx", tmp_path / "n.onnx", "int8", calib=calib, ptq=ptq)
+    with pytest.raises(ValueError, match="NNCF algorithms: set method: nncf"):
+        PTQConfig(smooth_quant=True)

@@ -11,6 +11,7 @@ pytestmark = pytest.mark.slow
 ENTRY_KEYS = {
     "backend",
     "precision",
+    "quantizer",
     "path",
     "size_bytes",
     "runnable",
@@ -29,7 +30,11 @@ def _doc(run):
 
 
 def _row(doc, backend, precision):
-    (row,) = [a for a in doc["artifacts"] if (a["backend"], a["precision"]) == (backend, precision)]
+    (row,) = [
+        a
+        for a in doc["artifacts"]
+        if (a["backend"], a["precision"]) == (backend, precision) and "NNCF" not in (a["quantizer"] or "")
+    ]
     return row
 
 
@@ -49,6 +54,8 @@ def test_quickstart_meets_the_foundation_bar(quickstart_run):
         int8 = _row(doc, backend, "int8")
         assert int8["agreement"] >= 0.98 and doc["reference"]["top1"] - int8["top1"] <= 1.0, int8
         assert int8["size_bytes"] <= 0.3 * _row(doc, backend, "fp32")["size_bytes"], backend
+    (nncf,) = [a for a in doc["artifacts"] if a["path"].endswith("executorch_int8_nncf.pte")]
+    assert nncf["quantizer"] == "XNNPACKQuantizer via NNCF (fast bias correction)" and nncf["passed"], nncf
     for precision in ("fp16", "int8"):
         coreml = _row(doc, "coreml", precision)
         assert coreml["runnable"] is False and "macOS" in coreml["reason"]  # listed, never faked
@@ -60,7 +67,7 @@ def test_manifest_tells_an_app_how_to_feed_the_model(quickstart_run):
     m = json.loads((quickstart_run / "artifacts" / "manifest.json").read_text())
     assert m["input"]["shape"] == [1, 3, 32, 32] and m["input"]["mean"] == [0.5, 0.5, 0.5]
     assert m["classes"] == [str(i) for i in range(10)]
-    assert len(m["artifacts"]) == 8
+    assert len(m["artifacts"]) == 9
     et = [a for a in m["artifacts"] if a["backend"] == "executorch" and a["precision"] == "fp32"][0]
     assert et["info"]["partitions"] >= 1
 

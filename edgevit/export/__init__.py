@@ -8,6 +8,7 @@ import torch
 
 from edgevit._utils import EdgeVitError, quiet
 from edgevit.export.artifact import BACKENDS, DEFAULT_PRECISION, Artifact, NotRunnable, Runner, backend_module
+from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig, is_quantized
 
 
 def export(
@@ -17,6 +18,7 @@ def export(
     path: str | Path,
     precision: str | None = None,
     calib: torch.Tensor | None = None,
+    ptq: PTQConfig | None = None,
 ) -> Artifact:
     """Quantize (if ``precision`` asks) and lower ``model`` for ``backend`` at ``example``'s shape; write ``path``.
 
@@ -28,6 +30,7 @@ def export(
         precision: one of the backend's ``PRECISIONS`` (see :mod:`edgevit.quantize` for what each means);
             defaults to the backend's float precision.
         calib: ``[N, C, H, W]`` training images for static quantization (``int8``); ignored otherwise.
+        ptq: the PTQ method (plain PT2E calibration or NNCF) and its options; default plain PT2E.
 
     Returns:
         The :class:`Artifact`, with export facts (delegation coverage, quantizer, ops) in ``info``.
@@ -36,8 +39,6 @@ def export(
         EdgeVitError: unknown backend, unsupported precision, missing calibration images, a missing backend
             package, or a failed lowering.
     """
-    from edgevit.quantize import CALIBRATED_PRECISIONS, is_quantized
-
     mod = backend_module(backend)
     precision = precision or DEFAULT_PRECISION[backend]
     if precision not in mod.PRECISIONS:
@@ -52,7 +53,7 @@ def export(
         model = model.eval()
     try:
         with quiet():
-            info = mod.export(model, example, path, precision, calib)
+            info = mod.export(model, example, path, precision, calib, ptq)
     except EdgeVitError:
         raise
     except Exception as e:  # every backend raises its own types; the user needs the backend and the cause

@@ -19,6 +19,7 @@ import torch
 
 from edgevit._utils import EdgeVitError, atomic_path, require
 from edgevit.export.artifact import NotRunnable, Runner
+from edgevit.quantize import PTQConfig
 
 SUFFIX = ".mlpackage"
 PRECISIONS = ("fp16", "int8", "w8", "w4", "w4-lut")
@@ -51,6 +52,7 @@ def export(
     path: Path,
     precision: str = "fp16",
     calib: torch.Tensor | None = None,
+    ptq: PTQConfig | None = None,
 ) -> dict[str, Any]:
     """Convert ``torch.export``'s program to an ML Program with fp16 compute; float32 ``image``/``logits`` I/O.
 
@@ -62,8 +64,10 @@ def export(
     if precision == "int8":
         from edgevit.quantize import calibrate_pt2e, capture
 
-        model = calibrate_pt2e(capture(model, example), quantizer(precision), calib, "coreml", progress=False)
-        info.update(quantizer="PT2E W8A8 (XNNPACKQuantizer scheme)", calib_images=len(calib))
+        model = calibrate_pt2e(capture(model, example), quantizer(precision), calib, "coreml", False, config=ptq)
+        info.update(
+            quantizer="PT2E W8A8 (XNNPACKQuantizer scheme)", **(ptq or PTQConfig()).describe(), calib_images=len(calib)
+        )
     target = ct.target.iOS18 if precision == "w4" else ct.target.iOS17  # per-block int4 needs iOS 18
     ep = torch.export.export(model, (example,))
     mlmodel = ct.convert(

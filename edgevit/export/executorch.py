@@ -11,6 +11,7 @@ import torch
 
 from edgevit._utils import atomic_path, require
 from edgevit.export.artifact import Runner
+from edgevit.quantize import PTQConfig
 
 SUFFIX = ".pte"
 PRECISIONS = ("fp32", "int8", "int8-dynamic")
@@ -34,6 +35,7 @@ def export(
     path: Path,
     precision: str = "fp32",
     calib: torch.Tensor | None = None,
+    ptq: PTQConfig | None = None,
 ) -> dict[str, Any]:
     """Quantize (for int8 precisions), lower with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner``,
     write a ``.pte``.
@@ -51,8 +53,13 @@ def export(
 
     quant: dict[str, Any] = {}
     if precision != "fp32" and not is_quantized(model):
-        model = calibrate_pt2e(capture(model, example), quantizer(precision), calib, "executorch", progress=False)
-        quant = {"quantizer": "XNNPACKQuantizer", "calib_images": 0 if calib is None else len(calib)}
+        graph = capture(model, example)
+        model = calibrate_pt2e(graph, quantizer(precision), calib, "executorch", progress=False, config=ptq)
+        quant = {
+            "quantizer": "XNNPACKQuantizer",
+            **(ptq or PTQConfig()).describe(),
+            "calib_images": 0 if calib is None else len(calib),
+        }
     ep = torch.export.export(model, (example,))
     ep = ep.run_decompositions(_XNNPACK_FRIENDLY_DECOMPOSITIONS)
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])

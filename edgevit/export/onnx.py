@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import atomic_path, require
+from edgevit._utils import EdgeVitError, atomic_path, require
 from edgevit.export.artifact import Runner
+from edgevit.quantize import PTQConfig
 
 SUFFIX = ".onnx"
 PRECISIONS = ("fp32", "int8")
@@ -28,11 +29,16 @@ def export(
     path: Path,
     precision: str = "fp32",
     calib: torch.Tensor | None = None,
+    ptq: PTQConfig | None = None,
 ) -> dict[str, Any]:
     """Export with ``torch.onnx.export(..., dynamo=True)`` (input ``image``); ``int8`` then runs ORT's QDQ PTQ."""
     require("onnxscript", "onnx")
     onnx = require("onnx", "onnx")
     info: dict[str, Any] = {}
+    if precision != "fp32" and ptq is not None and ptq.method != "pt2e":
+        raise EdgeVitError(
+            f"onnx int8 uses onnxruntime's own quantizer; method {ptq.method!r} applies to executorch, tflite, coreml"
+        )
     with atomic_path(path) as tmp:
         if precision == "fp32":
             _export_fp32(model, example, Path(tmp))

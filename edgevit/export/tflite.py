@@ -17,6 +17,7 @@ import torch
 
 from edgevit._utils import EdgeVitError, atomic_path, require
 from edgevit.export.artifact import Runner
+from edgevit.quantize import PTQConfig
 
 SUFFIX = ".tflite"
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
@@ -37,6 +38,7 @@ def export(
     path: Path,
     precision: str = "fp32",
     calib: torch.Tensor | None = None,
+    ptq: PTQConfig | None = None,
 ) -> dict[str, Any]:
     """Convert with ``litert_torch.convert`` (quantizing first for int8 precisions) and write the flatbuffer.
 
@@ -51,9 +53,13 @@ def export(
         from edgevit.quantize import calibrate_pt2e, capture
 
         q = quantizer(precision)
-        graph = calibrate_pt2e(capture(model, example), q, calib, "tflite", progress=False, fold_quantize=False)
+        graph = calibrate_pt2e(capture(model, example), q, calib, "tflite", False, fold_quantize=False, config=ptq)
         content = litert_torch.convert(graph, (example,), quant_config=QuantConfig(pt2e_quantizer=q)).model_content()
-        info.update(quantizer="litert_torch PT2EQuantizer", calib_images=0 if calib is None else len(calib))
+        info.update(
+            quantizer="litert_torch PT2EQuantizer",
+            **(ptq or PTQConfig()).describe(),
+            calib_images=0 if calib is None else len(calib),
+        )
     else:
         content = litert_torch.convert(model.eval(), (example,)).model_content()
         if precision == "fp16":

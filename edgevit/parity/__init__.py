@@ -12,7 +12,7 @@ writes ``parity.json`` (schema below) and ``report.md``.
       "reference": {"backend": "pytorch", "precision": "fp32", "top1": float, "latency_ms": {...}},
       "passed": bool,               # every runnable artifact met its tolerance
       "artifacts": [{
-        "backend": str, "precision": str, "path": str, "size_bytes": int,
+        "backend": str, "precision": str, "quantizer": str | null, "path": str, "size_bytes": int,
         "runnable": bool, "reason": str | null,            # why it could not run here
         "top1": float,              # percent
         "agreement": float,         # fraction of images whose argmax equals the reference's
@@ -203,6 +203,7 @@ def check(
         entry: dict[str, Any] = {
             "backend": art.backend,
             "precision": art.precision,
+            "quantizer": _quantizer_label(art.info),
             "path": str(art.path),
             "size_bytes": path_size(art.path),
             "runnable": True,
@@ -232,6 +233,17 @@ def check(
     return report
 
 
+def _quantizer_label(info: dict[str, Any]) -> str | None:
+    """e.g. ``XNNPACKQuantizer`` or ``XNNPACKQuantizer via NNCF (SmoothQuant, full bias correction)``."""
+    if "quantizer" not in info:
+        return None
+    if info.get("method") != "nncf":
+        return info["quantizer"]
+    opts = ["SmoothQuant"] if info.get("smooth_quant") else []
+    opts.append(f"{info.get('bias_correction', 'fast')} bias correction")
+    return f"{info['quantizer']} via NNCF ({', '.join(opts)})"
+
+
 def write_report(report: ParityReport, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``parity.json`` and ``report.md`` into ``out_dir`` atomically; return both paths."""
     out_dir = Path(out_dir)
@@ -253,9 +265,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         f"**Overall: {'PASS' if doc['passed'] else 'FAIL'}**",
         "",
-        "| backend | precision | runs here | top-1 % | agreement | max abs err | mean abs err | cosine "
+        "| backend | precision | quantizer | runs here | top-1 % | agreement | max abs err | mean abs err | cosine "
         "| latency median ms | p90 ms | vs PyTorch | size KiB | result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v, fmt):
@@ -270,7 +282,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         if a["failures"]:
             result += " (" + "; ".join(a["failures"]) + ")"
         lines.append(
-            f"| {a['backend']} | {a['precision']} | {'yes' if a['runnable'] else 'no'} | {f(a['top1'], '.2f')} "
+            f"| {a['backend']} | {a['precision']} | {a.get('quantizer') or '–'} | {'yes' if a['runnable'] else 'no'} "
+            f"| {f(a['top1'], '.2f')} "
             f"| {f(a['agreement'], '.4f')} | {f(a['max_abs_err'], '.2e')} | {f(a['mean_abs_err'], '.2e')} "
             f"| {f(a['cosine'], '.6f')} | {f(lat.get('median'), '.3f')} | {f(lat.get('p90'), '.3f')} | {ratio} "
             f"| {a['size_bytes'] / 1024:.0f} | {result} |"

@@ -18,15 +18,18 @@ coreml        ``w4-lut``       ``coremltools.optimize.coreml.palettize_weights``
 onnx          ``int8``         ``onnxruntime.quantization.quantize_static``: QDQ, int8 per-channel weights
 ============  ===============  ============================================================================
 
-This module holds the part they share: capturing the model and calibrating a PT2E-prepared graph.
+This module holds the part they share: capturing the model and calibrating it with the backend's PT2E
+quantizer, either by plain observer calibration (``method: pt2e``) or with NNCF's algorithms
+(``method: nncf``: ``nncf.experimental.torch.fx.quantize_pt2e`` with the same quantizer, optionally
+SmoothQuant and fast or full bias correction), so both paths produce the same kind of artifact.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgevit._utils import EdgeVitError, progress_bar
 
@@ -39,8 +42,22 @@ class PTQConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["pt2e"] = "pt2e"
+    method: Literal["pt2e", "nncf"] = "pt2e"
     calib_images: int = Field(256, ge=1, description="training images used to calibrate activation ranges")
+    smooth_quant: bool = Field(False, description="nncf only: migrate activation outliers into the weights")
+    bias_correction: Literal["fast", "full", "none"] = Field("fast", description="nncf only")
+
+    @model_validator(mode="after")
+    def _nncf_options_need_nncf(self) -> PTQConfig:
+        if self.method == "pt2e" and (self.smooth_quant or self.bias_correction != "fast"):
+            raise ValueError("smooth_quant and bias_correction are NNCF algorithms: set method: nncf")
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """What the artifact manifest records about how it was quantized."""
+        if self.method == "pt2e":
+            return {"method": "pt2e"}
+        return {"method": "nncf", "smooth_quant": self.smooth_quant, "bias_correction": self.bias_correction}
 
 
 def capture(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -65,8 +82,10 @@ def calibrate_pt2e(
     backend: str,
     progress: bool = True,
     fold_quantize: bool = True,
+    config: PTQConfig | None = None,
 ) -> torch.fx.GraphModule:
-    """``prepare_pt2e`` with ``quantizer``, run ``calib`` images one at a time, ``convert_pt2e``.
+    """``prepare_pt2e`` with ``quantizer``, run ``calib`` images one at a time, ``convert_pt2e``; or, with
+    ``config.method == "nncf"``, NNCF's ``quantize_pt2e`` with the same quantizer and images.
 
     Args:
         graph: from :func:`capture`.
@@ -77,6 +96,7 @@ def calibrate_pt2e(
         progress: a progress bar over calibration images.
         fold_quantize: store weights as int8 constants (``True``, what ExecuTorch and coremltools take) or keep
             float weights behind quantize nodes (``False``, what litert-torch's converter expects).
+        config: the PTQ method and NNCF options (default: plain PT2E calibration).
 
     Returns:
         The converted graph with quantize/dequantize nodes around the ops the quantizer annotated.
@@ -86,18 +106,47 @@ def calibrate_pt2e(
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    if calib is None:  # weight observers still need one pass (per-channel scales come from it)
+        calib = torch.zeros(next(n for n in graph.graph.nodes if n.op == "placeholder").meta["val"].shape)
+    if config is not None and config.method == "nncf":
+        return _nncf_quantize(graph, quantizer, calib, config, fold_quantize)
     prepared = prepare_pt2e(graph, quantizer)
     observed = [n for n in prepared.graph.nodes if n.op == "call_module" and "activation_post_process" in n.target]
     if not observed:
         raise EdgeVitError(f"the {backend} quantizer found nothing to quantize in this model")
-    if calib is None:  # weight observers still need one pass (per-channel scales come from it)
-        calib = torch.zeros(next(n for n in graph.graph.nodes if n.op == "placeholder").meta["val"].shape)
     with torch.no_grad(), progress_bar(progress) as bars:
         task = bars.add_task(f"calibrate {backend}", total=len(calib), info="")
         for i in range(len(calib)):
             prepared(calib[i : i + 1])
             bars.update(task, advance=1)
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
+def _nncf_quantize(graph, quantizer, calib: torch.Tensor, config: PTQConfig, fold_quantize: bool):
+    """NNCF's PT2E entry point: its range estimators, SmoothQuant and bias correction on the quantizer's setup."""
+    from edgevit._utils import require
+
+    nncf = require("nncf", "nncf")
+    from nncf.experimental.torch.fx import quantize_pt2e
+
+    dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
+    bias = {"fast": True, "full": False, "none": None}[config.bias_correction]
+    try:
+        with torch.no_grad():
+            return quantize_pt2e(
+                graph,
+                quantizer,
+                dataset,
+                subset_size=len(calib),
+                fast_bias_correction=bias,
+                smooth_quant=config.smooth_quant,
+                fold_quantize=fold_quantize,
+            )
+    except Exception as e:  # NNCF's graph passes fail on some quantizers' graphs (full bias correction on litert's)
+        raise EdgeVitError(
+            f"NNCF quantize_pt2e failed ({config.describe()}): {type(e).__name__}: {e}; "
+            "try bias_correction: fast, or method: pt2e"
+        ) from e
 
 
 __all__ = ["CALIBRATED_PRECISIONS", "PTQConfig", "calibrate_pt2e", "capture", "is_quantized"]
