@@ -73,7 +73,7 @@ def test_failed_export_leaves_previous_artifact_intact(tiny_vit, digits32, tmp_p
     target.write_bytes(b"previous good artifact")
     mod = backend_module("onnx")
 
-    def crash(model, example, path, precision, calib):
+    def crash(model, example, path, precision, calib, ptq):
         from edgevit._utils import atomic_path
 
         with atomic_path(path) as tmp:
