@@ -102,3 +102,48 @@ def test_artifact_json_roundtrip(tmp_path):
     d = a.to_json(root=tmp_path)
     assert d["path"] == "artifacts/m.tflite"
     assert Artifact.from_json(d, root=tmp_path) == a
+
+
+class _CumulativePool(torch.nn.Module):
+    """A token mixer built on ``logcumsumexp``: core ATen has no kernel for it, litert-torch no lowering."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logcumsumexp(x, dim=1)
+
+
+def _model_with_op_gap(tiny_vit):
+    tiny_vit.blocks[0].mlp.act = _CumulativePool()
+    return tiny_vit.eval()
+
+
+@pytest.mark.parametrize("backend", ["executorch", "tflite"])
+def test_unsupported_op_is_named_with_module_path_before_calibration(
+    backend, tiny_vit, digits32, tmp_path, monkeypatch
+):
+    import edgevit.quantize as q
+
+    model = _model_with_op_gap(tiny_vit)
+    calibrated = []
+    monkeypatch.setattr(q, "calibrate_pt2e", lambda *a, **k: calibrated.append(1))
+    calib = torch.stack([digits32.train[i][0] for i in range(8)])
+    path = tmp_path / f"m{backend_module(backend).SUFFIX}"
+    with pytest.raises(EdgeVitError) as err:
+        export(model, calib[:1], backend, path, "int8", calib=calib)
+    msg = str(err.value)
+    assert "aten.logcumsumexp" in msg and "module 'blocks.0.mlp.act' (_CumulativePool)" in msg
+    assert "test_export.py" in msg  # the source line the op was traced from
+    assert not calibrated and not path.exists()
+
+
+def test_unsupported_op_check_matches_what_each_converter_does(tiny_vit, tmp_path):
+    from edgevit.export import unsupported_ops
+
+    x = torch.zeros(1, 3, 32, 32)
+    assert all(unsupported_ops(tiny_vit, x, b) == [] for b in ("executorch", "tflite", "coreml", "onnx"))
+    model = _model_with_op_gap(tiny_vit)
+    # Core ML and ONNX do convert logcumsumexp: no false alarm there, and the float export still succeeds
+    assert unsupported_ops(model, x, "coreml") == [] and unsupported_ops(model, x, "onnx") == []
+    export(model, x, "onnx", tmp_path / "m.onnx")
+    # the float tflite converter fails too; the error names the op and the module, not a graph node
+    with pytest.raises(EdgeVitError, match=r"aten.logcumsumexp in module 'blocks.0.mlp.act'"):
+        export(model, x, "tflite", tmp_path / "m.tflite")

@@ -8,6 +8,7 @@ import torch
 
 from edgevit._utils import EdgeVitError, quiet
 from edgevit.export.artifact import BACKENDS, DEFAULT_PRECISION, Artifact, NotRunnable, Runner, backend_module
+from edgevit.export.opcheck import UnsupportedOp, check_ops, unsupported_ops
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig, is_quantized
 
 
@@ -37,7 +38,8 @@ def export(
 
     Raises:
         EdgeVitError: unknown backend, unsupported precision, missing calibration images, a missing backend
-            package, or a failed lowering.
+            package, an op the backend cannot take (named with its module path; checked before calibration for
+            quantized precisions), or a failed lowering.
     """
     mod = backend_module(backend)
     precision = precision or DEFAULT_PRECISION[backend]
@@ -51,14 +53,29 @@ def export(
         raise EdgeVitError(f"{backend} artifacts end in {mod.SUFFIX}; got {path}")
     if isinstance(model, torch.nn.Module) and not isinstance(model, torch.fx.GraphModule):
         model = model.eval()
+    float_model = not isinstance(model, torch.fx.GraphModule)
+    if precision != DEFAULT_PRECISION[backend] and float_model:
+        check_ops(model, example, backend, precision)  # before minutes of calibration, not after
     try:
         with quiet():
             info = mod.export(model, example, path, precision, calib, ptq)
     except EdgeVitError:
         raise
     except Exception as e:  # every backend raises its own types; the user needs the backend and the cause
+        if float_model:  # name the op and the module it comes from, where the converter only names a node
+            check_ops(model, example, backend, precision)
         raise EdgeVitError(f"{backend} export failed: {type(e).__name__}: {str(e).splitlines()[0][:500]}") from e
     return Artifact(backend, precision, path, info)
 
 
-__all__ = ["BACKENDS", "Artifact", "NotRunnable", "Runner", "export", "backend_module"]
+__all__ = [
+    "BACKENDS",
+    "Artifact",
+    "NotRunnable",
+    "Runner",
+    "export",
+    "backend_module",
+    "UnsupportedOp",
+    "check_ops",
+    "unsupported_ops",
+]

@@ -87,6 +87,20 @@ def export(
     return info
 
 
+def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    """Nodes coremltools' torch frontend has no op for (the registry ``ct.convert`` looks each node up in)."""
+    require("coremltools", "coreml")
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+    from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind
+
+    bad = []
+    for node in ep.run_decompositions({}).graph.nodes:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            if sanitize_op_kind(node.target.name()) not in _TORCH_OPS_REGISTRY:
+                bad.append(node)
+    return bad
+
+
 def _compress_weights(mlmodel, precision: str):
     """coremltools.optimize.coreml on the ML Program: linear int8/int4 or 4-bit k-means palettisation."""
     import coremltools.optimize.coreml as cto

@@ -123,6 +123,23 @@ _XNNPACK_FRIENDLY_DECOMPOSITIONS = {
 }
 
 
+def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    """Nodes ExecuTorch's ATen-dialect verifier rejects (not core ATen) after the decompositions ``export`` runs."""
+    require("executorch", "executorch")
+    from executorch.exir.tracer import _default_decomposition_table
+    from executorch.exir.verification.verifier import EXIRATenDialectVerifier
+
+    ep = ep.run_decompositions({**_default_decomposition_table(), **_XNNPACK_FRIENDLY_DECOMPOSITIONS})
+    verifier, bad = EXIRATenDialectVerifier(), []
+    for node in ep.graph.nodes:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            try:
+                verifier.check_valid_op(node.target)
+            except Exception:  # SpecViolationError: not in the core ATen opset, no portable kernel
+                bad.append(node)
+    return bad
+
+
 def load(path: Path, threads: int) -> Runner:
     """Load a ``.pte`` into ``executorch.runtime`` with an XNNPACK threadpool of ``threads``."""
     require("executorch", "executorch")

@@ -57,6 +57,24 @@ def export(
     return info
 
 
+def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    """Nodes ``torch.onnx``'s torchlib registry has no function for, after its ONNX-friendly decompositions."""
+    require("onnxscript", "onnx")
+    from torch.onnx._internal.exporter import _fx_passes, _registration
+
+    registry = _registration.ONNXRegistry.from_torchlib()
+    ep = _fx_passes.decompose_with_registry(ep, registry)
+    return [
+        n
+        for n in ep.graph.nodes
+        if n.op == "call_function"
+        and isinstance(n.target, torch._ops.OpOverload)
+        and n.target.namespace in ("aten", "prims")
+        and not n.target.name().startswith("aten::_assert")  # the exporter drops assertion nodes
+        and not registry.is_registered(n.target)
+    ]
+
+
 def _export_fp32(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     program = torch.onnx.export(
         model, (example,), input_names=["image"], output_names=["logits"], dynamo=True, verbose=False

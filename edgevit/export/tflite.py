@@ -73,6 +73,23 @@ def export(
     return info
 
 
+def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    """Nodes litert-torch has no lowering for, after the pre-convert and pre-lower decompositions it runs."""
+    require("litert_torch", "tflite")
+    from litert_torch import fx_infra
+    from litert_torch.backend import lowerings
+
+    ep = fx_infra.safe_run_decompositions(ep, fx_infra.decomp.pre_convert_decomp(), can_skip=False)
+    ep = fx_infra.safe_run_decompositions(ep, fx_infra.decomp.pre_lower_decomp())
+    return [
+        n
+        for n in ep.graph.nodes
+        if n.op == "call_function"
+        and isinstance(n.target, torch._ops.OpOverload)
+        and lowerings.lookup(n.target) is None
+    ]
+
+
 def _fp16_weights(content: bytes) -> bytes:
     """Store every float weight as fp16 (dequantised to fp32 at load): ai-edge-quantizer's float casting."""
     require("ai_edge_quantizer", "tflite")
