@@ -133,11 +133,19 @@ def quantize_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
     backend: BackendName | None = typer.Option(None, "--backend", "-b", help="Only this backend (with --precision)."),
     precision: Precision | None = typer.Option(None, "--precision", "-p", help="e.g. int8, int8-dynamic, w4-lut."),
+    max_drop: float | None = typer.Option(
+        None,
+        "--max-drop",
+        min=0,
+        help="Accuracy control: keep the most sensitive layers float until top-1 drops <= this.",
+    ),
 ) -> None:
     """Post-training quantization with each backend's own quantizer, calibrated on training images.
 
     Exports the recipe's quantized targets into RUN_DIR/artifacts (or the one given by --backend and
     --precision) and records them in the manifest; `edgevit parity RUN_DIR` then measures what they keep.
+    With --max-drop (or the recipe's quantize.max_drop) the per-layer sensitivity plan is written to
+    RUN_DIR/artifacts/mixed_precision.json first and applied to every target.
     """
     from pydantic import ValidationError
 
@@ -156,7 +164,7 @@ def quantize_cmd(
         targets = [t for t in recipe.export.targets if t.resolved_precision != DEFAULT_PRECISION[t.backend]]
         if not targets:
             raise EdgeVitError(f"{run_dir}/recipe.yaml has no quantized export targets; use --backend/--precision")
-    for art in stage_export(run_dir, targets):
+    for art in stage_export(run_dir, targets, max_drop=max_drop):
         _echo(f"{art.backend:>10} {art.precision}: {art.path} ({art.info.get('quantizer', '')})")
 
 

@@ -237,19 +237,40 @@ def _record(run_dir: Path, meta: dict, example: torch.Tensor, artifacts: list[Ar
     write_json_atomic(run_dir / "artifacts" / "manifest.json", manifest)
 
 
-def stage_export(run_dir: str | Path, targets: list[Target] | None = None, progress: bool = True) -> list[Artifact]:
+def _quantized(t: Target) -> bool:
+    return t.resolved_precision != DEFAULT_PRECISION[t.backend]
+
+
+def plan_path(run_dir: str | Path) -> Path:
+    """Where ``stage_export`` writes the accuracy-controlled mixed-precision plan."""
+    return Path(run_dir) / "artifacts" / "mixed_precision.json"
+
+
+def stage_export(
+    run_dir: str | Path, targets: list[Target] | None = None, progress: bool = True, max_drop: float | None = None
+) -> list[Artifact]:
     """Export ``targets`` (default: every target of the recipe) into ``artifacts/``.
 
     Quantized targets quantize with their backend's own quantizer; static ones calibrate on the recipe's
-    ``quantize.calib_images`` training images (the same deterministic sample for every backend).
+    ``quantize.calib_images`` training images (the same deterministic sample for every backend). With
+    ``quantize.max_drop`` (or ``max_drop``), an accuracy-controlled plan is made first
+    (``artifacts/mixed_precision.json``) and its float modules stay float in every quantized target.
     """
     run_dir = Path(run_dir)
     recipe, model, data, meta = _trained(run_dir)
     targets = recipe.export.targets if targets is None else targets
     example = _example(data)
+    ptq = recipe.quantize
+    if max_drop is not None:
+        ptq = ptq.model_copy(update={"max_drop": max_drop})
     calib = None
-    if any(t.resolved_precision in CALIBRATED_PRECISIONS for t in targets):
-        calib = calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
+    mixed = ptq.max_drop is not None and any(_quantized(t) for t in targets)
+    if mixed or any(t.resolved_precision in CALIBRATED_PRECISIONS for t in targets):
+        calib = calibration_batch(data.train, ptq.calib_images, seed=recipe.seed)
+    if mixed:
+        plan = _plan_mixed_precision(model, data, calib, ptq, progress)
+        plan.save(plan_path(run_dir))
+        ptq = ptq.model_copy(update={"keep_float": list(dict.fromkeys(ptq.keep_float + plan.float_modules))})
     done = []
     from edgevit._utils import progress_bar
 
@@ -259,11 +280,24 @@ def stage_export(run_dir: str | Path, targets: list[Target] | None = None, progr
             precision = t.resolved_precision
             bars.update(task, info=f"{t.backend} {precision}")
             path = run_dir / "artifacts" / t.filename(recipe.quantize.method)
-            ptq = recipe.quantize.model_copy(update={"method": t.method or recipe.quantize.method})
-            done.append(export(model, example, t.backend, path, precision, calib=calib, ptq=ptq))
+            t_ptq = ptq.model_copy(update={"method": t.method or ptq.method})
+            done.append(export(model, example, t.backend, path, precision, calib=calib, ptq=t_ptq))
             bars.update(task, advance=1)
     _record(run_dir, meta, example, done)
     return done
+
+
+def _plan_mixed_precision(model, data: DataSplits, calib: torch.Tensor, ptq: PTQConfig, progress: bool):
+    """The max_drop plan, measured with XNNPACK's int8 scheme (Core ML's W8A8 uses the same; litert-torch's and
+    ONNX Runtime's are close: symmetric per-channel int8 weights, int8 activations) on the first
+    ``accuracy_images`` validation images."""
+    from edgevit.export.executorch import quantizer
+    from edgevit.quantize.mixed import plan_mixed_precision
+
+    n = min(ptq.accuracy_images, len(data.val))
+    images = torch.stack([data.val[i][0] for i in range(n)])
+    labels = np.array([int(data.val[i][1]) for i in range(n)])
+    return plan_mixed_precision(model, quantizer("int8"), calib, images, labels, ptq.max_drop, progress=progress)
 
 
 def stage_parity(run_dir: str | Path, progress: bool = True) -> tuple[ParityReport, Path]:

@@ -46,8 +46,11 @@ def export(
             with tempfile.TemporaryDirectory(prefix="edgevit-onnx-") as work:
                 fp32 = Path(work) / "fp32.onnx"
                 _export_fp32(model, example, fp32)
-                _quantize_static(fp32, Path(work), Path(tmp), calib)
+                keep_float = ptq.keep_float if ptq is not None else []
+                _quantize_static(fp32, Path(work), Path(tmp), calib, keep_float)
             info.update(quantizer="onnxruntime quantize_static (QDQ)", calib_images=len(calib))
+            if keep_float:
+                info.update(float_modules=list(keep_float))
         onnx.checker.check_model(str(tmp))
     proto = onnx.load(str(path), load_external_data=False)
     ops: dict[str, int] = {}
@@ -82,8 +85,47 @@ def _export_fp32(model: torch.nn.Module, example: torch.Tensor, path: Path) -> N
     program.save(str(path))
 
 
-def _quantize_static(fp32: Path, work: Path, out: Path, calib: torch.Tensor) -> None:
-    """``quant_pre_process`` (graph optimisation + shape inference, as ORT recommends), then QDQ int8 PTQ."""
+def _nodes_under(model_path: Path, modules: list[str]) -> list[str]:
+    """Names of the ONNX nodes the dynamo exporter traced from ``modules`` (its ``name_scopes`` metadata)."""
+    import json
+
+    onnx = require("onnx", "onnx")
+    names = []
+    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        scopes = set(json.loads(meta.get("pkg.torch.onnx.name_scopes", "[]").replace("'", '"')))
+        if scopes & set(modules):
+            names.append(node.name)
+    return names
+
+
+def _float_nodes(fp32: Path, pre: Path, modules: list[str]) -> list[str]:
+    """Nodes of the pre-processed model that stay float for ``modules``: the nodes traced from them
+    (pre-processing drops the metadata but keeps names; fused nodes get a ``/...`` suffix), plus every node whose
+    outputs feed only those (so the activation entering a float module is not quantized on the way, e.g. the
+    LayerNorm and Gemm-input reshape before a float attention block)."""
+    onnx = require("onnx", "onnx")
+    traced = set(_nodes_under(fp32, modules))
+    nodes = list(onnx.load(str(pre), load_external_data=False).graph.node)
+    consumers: dict[str, list[str]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    excluded = {n.name for n in nodes if n.name.split("/")[0] in traced}
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            users = [u for o in n.output for u in consumers.get(o, [])]
+            if n.name not in excluded and users and all(u in excluded for u in users):
+                excluded.add(n.name)
+                changed = True
+    return [n.name for n in nodes if n.name in excluded]
+
+
+def _quantize_static(fp32: Path, work: Path, out: Path, calib: torch.Tensor, keep_float: list[str]) -> None:
+    """``quant_pre_process`` (graph optimisation + shape inference, as ORT recommends), then QDQ int8 PTQ,
+    leaving the nodes of ``keep_float`` modules float (``nodes_to_exclude``)."""
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -98,6 +140,8 @@ def _quantize_static(fp32: Path, work: Path, out: Path, calib: torch.Tensor) -> 
 
     pre = work / "pre.onnx"
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    # pre-processing drops the metadata but keeps node names (fused nodes get a "/..." suffix)
+    exclude = _float_nodes(fp32, pre, keep_float) if keep_float else []
     quantize_static(
         str(pre),
         str(out),
@@ -111,6 +155,7 @@ def _quantize_static(fp32: Path, work: Path, out: Path, calib: torch.Tensor) -> 
         # ViT: 8-bit weights lost 1.67 points top-1 fused (the same QDQ graph run unfused: +0.55), 7-bit
         # weights keep 99.7% agreement and the same top-1 as ExecuTorch int8. ORT documents this setting.
         reduce_range=True,
+        nodes_to_exclude=exclude,
     )
 
 

@@ -18,6 +18,9 @@ coreml        ``w4-lut``       ``coremltools.optimize.coreml.palettize_weights``
 onnx          ``int8``         ``onnxruntime.quantization.quantize_static``: QDQ, int8 per-channel weights
 ============  ===============  ============================================================================
 
+Any of them can keep chosen modules float (``keep_float``), by hand or from an accuracy-controlled plan
+(``max_drop``, see :mod:`edgevit.quantize.mixed`).
+
 This module holds the part they share: capturing the model and calibrating it with the backend's PT2E
 quantizer, either by plain observer calibration (``method: pt2e``) or with NNCF's algorithms
 (``method: nncf``: ``nncf.experimental.torch.fx.quantize_pt2e`` with the same quantizer, optionally
@@ -46,6 +49,11 @@ class PTQConfig(BaseModel):
     calib_images: int = Field(256, ge=1, description="training images used to calibrate activation ranges")
     smooth_quant: bool = Field(False, description="nncf only: migrate activation outliers into the weights")
     bias_correction: Literal["fast", "full", "none"] = Field("fast", description="nncf only")
+    max_drop: float | None = Field(
+        None, ge=0, description="accuracy control: keep the most int8-sensitive layers float until top-1 drops <= this"
+    )
+    accuracy_images: int = Field(300, ge=10, description="validation images the max_drop plan is measured on")
+    keep_float: list[str] = Field(default_factory=list, description="module paths that stay float (e.g. blocks.0.attn)")
 
     @model_validator(mode="after")
     def _nncf_options_need_nncf(self) -> PTQConfig:
@@ -55,15 +63,20 @@ class PTQConfig(BaseModel):
 
     def describe(self) -> dict[str, Any]:
         """What the artifact manifest records about how it was quantized."""
-        if self.method == "pt2e":
-            return {"method": "pt2e"}
-        return {"method": "nncf", "smooth_quant": self.smooth_quant, "bias_correction": self.bias_correction}
+        out: dict[str, Any] = {"method": self.method}
+        if self.method == "nncf":
+            out.update(smooth_quant=self.smooth_quant, bias_correction=self.bias_correction)
+        if self.keep_float:
+            out["float_modules"] = list(self.keep_float)
+        return out
 
 
-def capture(model: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
-    """``torch.export`` the eval-mode ``model`` at ``example``'s shape; the graph PT2E quantizers annotate."""
+def capture(model: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool = False) -> torch.fx.GraphModule:
+    """``torch.export`` the eval-mode ``model`` at ``example``'s shape (any batch size with ``dynamic_batch``);
+    the graph PT2E quantizers annotate."""
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
     try:
-        return torch.export.export(model.eval(), (example,)).module()
+        return torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic).module()
     except Exception as e:
         raise EdgeVitError(f"torch.export could not capture the model for quantization: {e}") from e
 
@@ -106,6 +119,10 @@ def calibrate_pt2e(
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    if config is not None and config.keep_float:  # accuracy control: these modules stay float
+        from edgevit.quantize.mixed import skip_modules
+
+        quantizer = skip_modules(quantizer, keep_float=config.keep_float)
     if calib is None:  # weight observers still need one pass (per-channel scales come from it)
         calib = torch.zeros(next(n for n in graph.graph.nodes if n.op == "placeholder").meta["val"].shape)
     if config is not None and config.method == "nncf":
