@@ -248,6 +248,29 @@ def parity_cmd(run_dir: Path = typer.Argument(..., help="A run directory with ar
         raise typer.Exit(1)
 
 
+@app.command("compress-report")
+def compress_report_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories with parity.json; the first is the baseline."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Where to write (default: the first run directory)."),
+    threads: int = typer.Option(2, "--threads", min=1),
+    runs: int = typer.Option(50, "--runs", min=1, help="Timed runs per artifact (interleaved)."),
+) -> None:
+    """Variants (baseline, pruned, QAT ... runs) × backend × precision: top-1, drop, agreement, size, latency.
+
+    Latency is re-measured for all artifacts side by side in one process. Writes compress_report.md (table and
+    Pareto set) and compress_report.png (top-1 vs latency, marker area = file size).
+    """
+    from edgevit.parity.compress import compress_report
+
+    md, png, rows = compress_report(run_dirs, out, threads=threads, runs=runs)
+    for r in rows:
+        star = "*" if r["pareto"] else " "
+        lat = "not run" if r["latency_ms"] is None else f"{r['latency_ms']:.3f} ms"
+        top1 = "–" if r["top1"] is None else f"{r['top1']:.2f}%"
+        _echo(f"{star} {r['variant']:>12} {r['name']:<24} {top1:>7} {lat:>10} {r['size_bytes'] / 1024:8.0f} KiB")
+    _echo(f"report: {md}\nplot: {png}")
+
+
 @app.command("run")
 def run_cmd(
     recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/quickstart.yaml."),

@@ -67,3 +67,16 @@ def test_check_flags_a_faulty_artifact_and_lists_unrunnable_ones(digits32, tiny_
     if platform.system() != "Darwin":
         assert coreml_row["runnable"] is False and coreml_row["passed"] is None and coreml_row["size_bytes"] > 0
         assert "not run: Core ML runtime needs macOS" in md
+
+
+def test_pareto_front_keeps_only_non_dominated_variants():
+    from edgevit.parity.compress import pareto
+
+    rows = [
+        {"name": "fp32", "top1": 98.0, "latency_ms": 2.0, "size_bytes": 400},
+        {"name": "int8", "top1": 97.8, "latency_ms": 1.0, "size_bytes": 100},  # faster, smaller: on the front
+        {"name": "bad", "top1": 97.0, "latency_ms": 1.5, "size_bytes": 100},  # int8 beats it everywhere
+        {"name": "big", "top1": 98.0, "latency_ms": 2.0, "size_bytes": 500},  # fp32 ties it and is smaller
+        {"name": "coreml", "top1": None, "latency_ms": None, "size_bytes": 50},  # not runnable here
+    ]
+    assert [r["name"] for r in pareto(rows)] == ["int8", "fp32"]

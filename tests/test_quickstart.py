@@ -97,3 +97,20 @@ def test_parity_recheck_reproduces_and_gates(quickstart_run, tmp_path):
     assert _row(doc, "tflite", "fp32")["passed"] is False
     assert _row(doc, "onnx", "fp32")["passed"] is True
     assert _row(doc, "onnx", "fp32")["top1"] == _row(first, "onnx", "fp32")["top1"]
+
+
+def test_compress_report_compares_variants_side_by_side(quickstart_run, tmp_path):
+    """Two variants (the run and a copy standing in for a compressed one): table, Pareto set and PNG plot."""
+    other = tmp_path / "variant"
+    shutil.copytree(quickstart_run, other)
+    proc = edgevit_cli("compress-report", str(quickstart_run), str(other), "--out", str(tmp_path), "--runs", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = (tmp_path / "compress_report.md").read_text()
+    png = (tmp_path / "compress_report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    rows = [ln for ln in md.splitlines() if ln.startswith(f"| {quickstart_run.name} |")]
+    manifest = json.loads((quickstart_run / "artifacts" / "manifest.json").read_text())
+    assert len(rows) == len(manifest["artifacts"])  # every artifact of the baseline has a row
+    int8 = next(ln for ln in rows if "| executorch_int8 |" in ln).split("|")
+    assert float(int8[9]) <= 0.3  # size vs the fp32 .pte
+    assert "## Pareto set" in md and "★" in md
