@@ -131,3 +131,26 @@ def test_plan_meets_max_drop_where_plain_int8_does_not_on_every_backend(quicksta
         logits = np.concatenate([run(images[i : i + 1].numpy()) for i in range(len(images))])
         top1 = float((logits.argmax(-1) == labels).mean() * 100)
         assert plan.fp32_top1 - top1 <= 0.5 + 0.3, (backend, top1)  # 0.3: one image of 360 either way
+
+
+def test_recipe_max_drop_writes_the_plan_and_applies_it_to_each_target(tmp_path):
+    """The recipe path: ``quantize.keep_float`` by hand plus the ``max_drop`` plan reach every quantized artifact."""
+    from edgevit.recipe import Recipe, Target, plan_path, stage_export, stage_train
+
+    recipe = Recipe.from_dict(
+        {
+            "model": {"name": "vit_tiny_patch16", "args": {"patch_size": 8, "depth": 1}},
+            "train": {"epochs": 1, "threads": 2},
+            "quantize": {"calib_images": 4, "accuracy_images": 40, "max_drop": 100.0, "keep_float": ["head"]},
+        }
+    )
+    run = tmp_path / "run"
+    stage_train(recipe, run, progress=False)
+    targets = [Target(backend="executorch", precision="int8"), Target(backend="onnx", precision="int8")]
+    arts = stage_export(run, targets, progress=False)
+    plan = MixedPrecisionPlan.load(plan_path(run))
+    assert [s.group for s in plan.sensitivity] == ["patch_embed", "blocks.0.attn", "blocks.0.mlp", "head"]
+    assert plan.images == 40 and plan.calib_images == 4 and plan.float_modules == []  # max_drop 100: nothing needed
+    manifest = json.loads((run / "artifacts" / "manifest.json").read_text())
+    assert [a["info"]["float_modules"] for a in manifest["artifacts"]] == [["head"], ["head"]]
+    assert {a.backend for a in arts} == {"executorch", "onnx"}
