@@ -46,8 +46,9 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
+        B, N, _ = x.shape
         h, d = self.num_heads, self.head_dim
+        C = h * d  # the inner width: the token width, unless heads were pruned (edgevit.prune)
         # slices (not unbind/split) and 3-D bmm (not 4-D matmul): lowers to XNNPACK slice + bmm with no
         # split/expand/squeeze copies left on portable kernels
         qkv = self.qkv(x)  # [B, N, 3C]

@@ -57,15 +57,24 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def save_model(model: torch.nn.Module, name: str, args: dict[str, Any], path: str | Path, **extra: Any) -> Path:
-    """Save weights to ``path`` (``.safetensors``) and ``{"name", "args", **extra}`` to the ``.json`` beside it."""
+    """Save weights to ``path`` (``.safetensors``) and ``{"name", "args", **extra}`` to the ``.json`` beside it.
+
+    A structurally pruned model (``edgevit.prune.prune_`` sets ``model.pruning``) also records ``"pruned"``,
+    so :func:`load_model` resizes the registry model to the saved shapes.
+    """
     path = Path(path)
+    pruned = getattr(model, "pruning", None)
     save_state_dict(model.state_dict(), path)
-    write_json_atomic(path.with_suffix(".json"), {"name": name, "args": args, **extra})
+    meta = {"name": name, "args": args, **({"pruned": pruned} if pruned else {}), **extra}
+    write_json_atomic(path.with_suffix(".json"), meta)
     return path
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_model`; ``path`` is the ``.safetensors`` file or a run directory.
+
+    A pruned model (sidecar key ``"pruned"``) is rebuilt by resizing the registry model's layers to the saved
+    tensors' shapes (:func:`edgevit.prune.restore_pruned_`); nothing but tensors and JSON is read.
 
     Returns:
         ``(model in eval mode, sidecar metadata)``.
@@ -78,5 +87,11 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     meta = read_json(path.with_suffix(".json"), "model metadata (the .json beside the weights)")
     if not isinstance(meta, dict) or "name" not in meta:
         raise EdgeVitError(f"{path.with_suffix('.json')} does not describe a model (no 'name')")
-    model = create_model(meta["name"], weights=path, **meta.get("args", {}))
+    if meta.get("pruned"):  # non-registry widths: resize the registry model to the saved tensors' shapes
+        from edgevit.prune import restore_pruned_
+
+        model = restore_pruned_(create_model(meta["name"], **meta.get("args", {})), load_state_dict(path))
+        model.pruning = meta["pruned"]
+    else:
+        model = create_model(meta["name"], weights=path, **meta.get("args", {}))
     return model.eval(), meta

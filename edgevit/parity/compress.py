@@ -180,7 +180,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """Top-1 vs latency; marker area ∝ file size, colour per backend, marker per variant."""
     from edgevit._utils import require
 
-    require("matplotlib", "all")
+    require("matplotlib", "report")
     import matplotlib
 
     matplotlib.use("Agg")
