@@ -248,6 +248,65 @@ def parity_cmd(run_dir: Path = typer.Argument(..., help="A run directory with ar
         raise typer.Exit(1)
 
 
+@app.command("prune")
+def prune_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
+    out: Path = typer.Option(..., "--out", "-o", help="The new run directory for the pruned model."),
+    ratio: float | None = typer.Option(None, "--ratio", min=0.0, max=1.0, help="Fraction of channels/heads to remove."),
+    importance: str | None = typer.Option(None, "--importance", help="magnitude or taylor."),
+    global_pruning: bool | None = typer.Option(None, "--global/--per-layer", help="Rank all layers together."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Recovery fine-tuning epochs (recipe: recover)."),
+    resume: bool = typer.Option(False, "--resume", help="Resume recovery from OUT's last checkpoint."),
+) -> None:
+    """Structured pruning (whole heads, MLP hidden units, conv channels) + recovery fine-tuning into a new run.
+
+    Settings come from the recipe's `prune:` and `recover:` sections; options override them. Then
+    `edgevit export OUT`, `edgevit parity OUT` and `edgevit compress-report RUN_DIR OUT`.
+    """
+    from edgevit.recipe import load_run, stage_prune
+
+    recipe = load_run(run_dir)
+    cfg = _override(recipe.prune, ratio=ratio, importance=importance, global_pruning=global_pruning)
+    s = stage_prune(run_dir, out, cfg, resume=resume, epochs=epochs)
+    heads = ", ".join(f"{k}: {a}->{b}" for k, (a, b) in list(s["heads"].items())[:4])
+    _echo(
+        f"params {s['params_before'] / 1e6:.3f}M -> {s['params_after'] / 1e6:.3f}M ({s['param_ratio']:.2f}x), "
+        f"MACs {s['macs_before'] / 1e6:.1f}M -> {s['macs_after'] / 1e6:.1f}M ({s['mac_ratio']:.2f}x)"
+        + (f"; heads {heads}" if heads else "")
+    )
+    _echo(f"val top-1 {s['source_val_top1']:.2f}% -> {s['val_top1']:.2f}% after recovery  model: {out}")
+
+
+@app.command("sparsify")
+def sparsify_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
+    out: Path = typer.Option(..., "--out", "-o", help="The new run directory for the sparse model."),
+    sparsity: float | None = typer.Option(None, "--sparsity", min=0.0, max=1.0, help="Fraction of weights zeroed."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Fine-tuning epochs with the masks held."),
+    resume: bool = typer.Option(False, "--resume", help="Resume fine-tuning from OUT's last checkpoint."),
+) -> None:
+    """Unstructured magnitude sparsity + fine-tuning into a new run. Shrinks Core ML files (sparse weights);
+    dense runtimes (XNNPACK, LiteRT, ONNX Runtime) run it no faster."""
+    from edgevit.recipe import load_run, stage_sparsify
+
+    recipe = load_run(run_dir)
+    cfg = _override(recipe.sparsify, sparsity=sparsity)
+    s = stage_sparsify(run_dir, out, cfg, resume=resume, epochs=epochs)
+    _echo(f"sparsity {s['sparsity']:.3f}; val top-1 {s['source_val_top1']:.2f}% -> {s['val_top1']:.2f}%  model: {out}")
+
+
+def _override(cfg, **values):
+    """``cfg`` with the options the user gave (not None); invalid values are one-line errors."""
+    from pydantic import ValidationError
+
+    given = {k: v for k, v in values.items() if v is not None}
+    try:
+        return type(cfg).model_validate({**cfg.model_dump(), **given})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise EdgeVitError(f"--{'-'.join(str(p) for p in err['loc'])}: {err['msg']}") from e
+
+
 @app.command("compress-report")
 def compress_report_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories with parity.json; the first is the baseline."),

@@ -12,6 +12,7 @@ Every stage reads and writes files in a run directory, so each CLI verb can run 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +26,10 @@ from edgevit.data import DataSplits, build_dataset, calibration_batch
 from edgevit.export import BACKENDS, DEFAULT_PRECISION, Artifact, backend_module, export
 from edgevit.models import create_model, list_models, load_model, save_model
 from edgevit.parity import ParityConfig, ParityReport, check, write_report
+from edgevit.prune import PruneConfig, SparsityConfig
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig
 from edgevit.train import TrainConfig, seed_everything, train
+from edgevit.train.distill import distillation_loss
 
 
 class _Strict(BaseModel):
@@ -100,6 +103,18 @@ class ExportConfig(_Strict):
     targets: list[Target] = Field(default_factory=_default_targets)
 
 
+class RecoverConfig(TrainConfig):
+    """Fine-tuning after ``prune``/``sparsify`` (a ``recover:`` section): the train settings, plus knowledge
+    distillation from the uncompressed model (on by default)."""
+
+    epochs: int = Field(10, ge=1)  # 30% pruned quickstart ViT: 5 epochs 96.1%, 10 epochs 98.3% (unpruned 98.1%)
+    lr: float = Field(5e-4, gt=0)
+    warmup_epochs: float = Field(0.5, ge=0)
+    distill: bool = Field(True, description="distil from the model before pruning/sparsifying")
+    distill_weight: float = Field(0.5, ge=0, le=1, description="weight of the KD term (1 - weight: labels)")
+    temperature: float = Field(2.0, gt=0)
+
+
 class Recipe(_Strict):
     """A whole run. Unknown keys anywhere are an error naming the key."""
 
@@ -109,6 +124,9 @@ class Recipe(_Strict):
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     quantize: PTQConfig = Field(default_factory=PTQConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig, description="`edgevit prune`: structured pruning")
+    sparsify: SparsityConfig = Field(default_factory=SparsityConfig, description="`edgevit sparsify`")
+    recover: RecoverConfig = Field(default_factory=RecoverConfig, description="fine-tuning after prune/sparsify")
     export: ExportConfig = Field(default_factory=ExportConfig)
     parity: ParityConfig = Field(default_factory=ParityConfig)
 
@@ -194,6 +212,90 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
         val_top1=result.final_val_top1,
     )
     return result.final_val_top1
+
+
+def _compress_stage(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    what: str,
+    apply,
+    resume: bool,
+    progress: bool,
+    epochs: int | None = None,
+    finish=None,
+) -> dict[str, Any]:
+    """Load RUN's model, ``apply(model, recipe, data)`` (prune or sparsify, returns a JSON-able summary),
+    fine-tune with the recipe's ``recover`` settings into OUT, ``finish(model)``, save OUT's model and recipe."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.resolve() == run_dir.resolve():
+        raise EdgeVitError(f"{what}: --out must be a new run directory, not {run_dir} itself")
+    recipe, model, data, meta = _trained(run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recover = recipe.recover.model_copy(update={"epochs": epochs}) if epochs else recipe.recover
+    recipe = recipe.model_copy(update={"name": f"{recipe.name}-{what}", "recover": recover})
+    recipe.save(out_dir / "recipe.yaml")
+    teacher = copy.deepcopy(model) if recipe.recover.distill else None
+    summary = apply(model, recipe, data)
+    recover = recipe.recover.model_copy(update={"threads": recipe.recover.threads or recipe.train.threads})
+    loss_fn = None
+    if teacher is not None:
+        loss_fn = distillation_loss(teacher, recover.temperature, recover.distill_weight, recover.label_smoothing)
+    result = train(model, data, recover, out_dir, seed=recipe.seed, resume=resume, progress=progress, loss_fn=loss_fn)
+    if finish is not None:
+        finish(model)
+    extra = {k: v for k, v in meta.items() if k not in ("name", "args", "val_top1", "pruned")}
+    save_model(
+        model,
+        meta["name"],
+        meta["args"],
+        out_dir / "model.safetensors",
+        **extra,
+        val_top1=result.final_val_top1,
+        source_run=str(run_dir),
+        source_val_top1=meta.get("val_top1"),
+        **{f"{what}_summary": summary},
+    )
+    return {**summary, "source_val_top1": meta.get("val_top1"), "val_top1": result.final_val_top1}
+
+
+def stage_prune(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    config: PruneConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    epochs: int | None = None,
+) -> dict[str, Any]:
+    """Structurally prune RUN's trained model (``config`` or the recipe's ``prune``), recover-fine-tune it,
+    and write a new run OUT (export and parity it like any run). ``epochs`` overrides ``recover.epochs``.
+    Returns params/MACs before and after, heads per attention, and val top-1 before and after."""
+    from edgevit.prune import prune_
+
+    def apply(model, recipe, data):
+        cfg = config or recipe.prune
+        res = prune_(model, cfg, _example(data), calib=data.train)
+        return {"config": cfg.model_dump(), **res.to_json(), "param_ratio": res.param_ratio, "mac_ratio": res.mac_ratio}
+
+    return _compress_stage(run_dir, out_dir, "pruned", apply, resume, progress, epochs)
+
+
+def stage_sparsify(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    config: SparsityConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    epochs: int | None = None,
+) -> dict[str, Any]:
+    """Magnitude-prune RUN's model to a target unstructured sparsity, fine-tune with the masks held, fold the
+    masks, and write a new run OUT. Dense kernels gain nothing; Core ML's sparse weights shrink the file."""
+    from edgevit.prune import make_sparsity_permanent_, sparsify_
+
+    def apply(model, recipe, data):
+        cfg = config or recipe.sparsify
+        return {"config": cfg.model_dump(), **sparsify_(model, cfg).to_json()}
+
+    return _compress_stage(run_dir, out_dir, "sparse", apply, resume, progress, epochs, make_sparsity_permanent_)
 
 
 def _trained(run_dir: Path) -> tuple[Recipe, torch.nn.Module, DataSplits, dict]:

@@ -114,3 +114,33 @@ def test_compress_report_compares_variants_side_by_side(quickstart_run, tmp_path
     int8 = next(ln for ln in rows if "| executorch_int8 |" in ln).split("|")
     assert float(int8[9]) <= 0.3  # size vs the fp32 .pte
     assert "## Pareto set" in md and "★" in md
+
+
+def test_pruned_30_percent_recovers_within_a_point_and_passes_parity(quickstart_run, tmp_path):
+    """`edgevit prune` (30% of channels and heads, 10 distilled recovery epochs) -> a smaller model within one point
+    of the unpruned one, with consistent heads, that exports and passes parity on every backend."""
+    from edgevit.models import load_model
+    from edgevit.models.layers import Attention
+    from edgevit.recipe import Target, stage_export, stage_parity
+
+    out = tmp_path / "pruned"
+    proc = edgevit_cli("prune", str(quickstart_run), "--out", str(out), "--ratio", "0.3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["pruned_summary"]["mac_ratio"] < 0.75 and meta["pruned_summary"]["param_ratio"] < 0.75
+    assert meta["val_top1"] >= meta["source_val_top1"] - 1.0
+    model, _ = load_model(out)
+    attns = [m for m in model.modules() if isinstance(m, Attention)]
+    assert all(m.num_heads * m.head_dim * 3 == m.qkv.out_features == 3 * m.proj.in_features for m in attns)
+    assert all(m.num_heads == 2 for m in attns)  # 3 heads -> 2: whole heads
+    targets = [
+        Target(backend="executorch", precision="fp32"),
+        Target(backend="executorch", precision="int8"),
+        Target(backend="tflite", precision="fp32"),
+        Target(backend="coreml", precision="fp16"),
+        Target(backend="onnx", precision="fp32"),
+    ]
+    stage_export(out, targets, progress=False)
+    report, _ = stage_parity(out, progress=False)
+    assert report.passed, [a["failures"] for a in report.artifacts]
+    assert sum(a["runnable"] for a in report.artifacts) == 4  # Core ML is converted, listed, not run off macOS
