@@ -41,6 +41,7 @@ class Precision(str, Enum):
     w8 = "w8"
     w4 = "w4"
     w4_lut = "w4-lut"
+    sparse = "sparse"
 
 
 def _echo(msg: str) -> None:

@@ -11,7 +11,7 @@ outputs are never pruned. Fine-tune afterwards with :func:`edgevit.train.train` 
 Unstructured sparsity zeroes individual weights: ``sparsify_(model, SparsityConfig(sparsity=0.5))`` keeps a
 mask per layer (masked weights stay zero through fine-tuning), :func:`make_sparsity_permanent_` folds the masks
 in. Dense kernels (XNNPACK, LiteRT, ONNX Runtime) run a sparse model exactly as fast as a dense one; the gain is
-file size where the format stores sparse weights: :func:`compress_coreml_sparse` rewrites a Core ML package's
+file size where the format stores sparse weights: Core ML's ``sparse`` precision (``edgevit export``) stores
 zero-heavy weights as ``constexpr_sparse_to_dense`` (a bitmask plus the non-zero values).
 
 A pruned model has non-registry widths. :func:`edgevit.models.save_model` records ``model.pruning`` in the
@@ -26,7 +26,6 @@ import difflib
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch.utils.data import DataLoader, Dataset
 
-from edgevit._utils import EdgeVitError, atomic_path, path_size, require
+from edgevit._utils import EdgeVitError, require
 from edgevit.models.layers import Attention
 
 _CLASSIFIER_NAMES = ("head", "head_dist", "classifier")  # top-level modules whose outputs are the logits
@@ -500,51 +499,11 @@ def sparsity(model: nn.Module, ignore: list[str] | None = None) -> SparsityResul
     return SparsityResult(zeros / max(total, 1), layers, total)
 
 
-def compress_coreml_sparse(
-    src: str | Path,
-    dst: str | Path,
-    min_sparsity: float = 0.3,
-    weight_threshold: int = 2048,
-) -> dict[str, Any]:
-    """Rewrite a Core ML ``.mlpackage``'s zero-heavy weights in sparse form (coremltools ``prune_weights``).
-
-    ``OpThresholdPrunerConfig(threshold=1e-12)`` prunes nothing new: it stores each weight tensor with at least
-    ``min_sparsity`` exact zeros (and ``weight_threshold`` elements) as a bitmask plus its non-zero values
-    (``constexpr_sparse_to_dense``, iOS 16+). Use it on the export of a :func:`sparsify_`-ed model.
-
-    Returns:
-        ``{"bytes_before", "bytes_after", "sparse_weights"}`` (``sparse_weights``: tensors stored sparse).
-
-    Raises:
-        EdgeVitError: ``src`` is not a Core ML package, or coremltools is missing.
-    """
-    ct = require("coremltools", "coreml")
-    import coremltools.optimize.coreml as cto
-
-    src, dst = Path(src), Path(dst)
-    if not (src / "Manifest.json").is_file():
-        raise EdgeVitError(f"not a Core ML package (no Manifest.json): {src}")
-    mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
-    op = cto.OpThresholdPrunerConfig(
-        threshold=1e-12, minimum_sparsity_percentile=min_sparsity, weight_threshold=weight_threshold
-    )
-    sparse = cto.prune_weights(mlmodel, cto.OptimizationConfig(global_config=op))
-    with atomic_path(dst) as tmp:
-        sparse.save(str(tmp))
-    n = sum(
-        op.op_type.startswith("constexpr_sparse")
-        for fn in sparse._mil_program.functions.values()
-        for op in fn.operations
-    )
-    return {"bytes_before": path_size(src), "bytes_after": path_size(dst), "sparse_weights": n}
-
-
 __all__ = [
     "PruneConfig",
     "PruneResult",
     "SparsityConfig",
     "SparsityResult",
-    "compress_coreml_sparse",
     "make_sparsity_permanent_",
     "prune_",
     "restore_pruned_",

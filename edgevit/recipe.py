@@ -62,7 +62,7 @@ class Target(_Strict):
     """One artifact to export."""
 
     backend: Literal["executorch", "tflite", "coreml", "onnx"]
-    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "w8", "w4", "w4-lut"] | None = None
+    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "w8", "w4", "w4-lut", "sparse"] | None = None
     method: Literal["pt2e", "nncf"] | None = Field(None, description="PTQ method; default: quantize.method")
 
     @model_validator(mode="after")

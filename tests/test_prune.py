@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 
 from edgevit import EdgeVitError, create_model
+from edgevit._utils import path_size
 from edgevit.models.layers import Attention
 from edgevit.prune import (
     PruneConfig,
     SparsityConfig,
-    compress_coreml_sparse,
     make_sparsity_permanent_,
     prune_,
     sparsify_,
@@ -276,11 +276,10 @@ def test_coreml_sparse_package_is_smaller(digits32, tmp_path):
     sparsify_(model, SparsityConfig(sparsity=0.5))
     make_sparsity_permanent_(model)
     dense = export(model, _images(digits32, 1), "coreml", tmp_path / "dense.mlpackage")
-    info = compress_coreml_sparse(dense.path, tmp_path / "sparse.mlpackage")
-    assert info["sparse_weights"] >= 8  # qkv, proj, fc1, fc2 of both blocks (global ranking: all above 30%)
-    assert info["bytes_after"] < 0.7 * info["bytes_before"]
-    with pytest.raises(EdgeVitError, match="not a Core ML package"):
-        compress_coreml_sparse(tmp_path, tmp_path / "x.mlpackage")
+    sparse = export(model, _images(digits32, 1), "coreml", tmp_path / "sparse.mlpackage", "sparse")
+    # qkv, proj, fc1, fc2 of both blocks (global ranking: all above 30% zeros)
+    assert sparse.info["ops"].get("constexpr_sparse_to_dense", 0) >= 8
+    assert path_size(sparse.path) < 0.7 * path_size(dense.path)
 
 
 def test_deepcopy_of_pruned_model_still_runs(digits32):

@@ -22,7 +22,7 @@ from edgevit.export.artifact import NotRunnable, Runner
 from edgevit.quantize import PTQConfig
 
 SUFFIX = ".mlpackage"
-PRECISIONS = ("fp16", "int8", "w8", "w4", "w4-lut")
+PRECISIONS = ("fp16", "int8", "w8", "w4", "w4-lut", "sparse")
 
 
 def quantizer(precision: str):
@@ -78,7 +78,7 @@ def export(
         inputs=[ct.TensorType(name="image", shape=tuple(example.shape), dtype=np.float32)],
         outputs=[ct.TensorType(name="logits", dtype=np.float32)],
     )
-    if precision in ("w8", "w4", "w4-lut"):
+    if precision in ("w8", "w4", "w4-lut", "sparse"):
         mlmodel = _compress_weights(mlmodel, precision)
         info.update(compression=precision)
     with atomic_path(path) as tmp:
@@ -102,9 +102,13 @@ def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
 
 
 def _compress_weights(mlmodel, precision: str):
-    """coremltools.optimize.coreml on the ML Program: linear int8/int4 or 4-bit k-means palettisation."""
+    """coremltools.optimize.coreml on the ML Program: linear int8/int4, 4-bit k-means palettisation, or sparse
+    storage (``constexpr_sparse_to_dense``) of weights with >= 30% exact zeros (after ``edgevit sparsify``)."""
     import coremltools.optimize.coreml as cto
 
+    if precision == "sparse":  # prunes nothing new: stores the zeros of a sparsified model as bitmask + values
+        op = cto.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=0.3, weight_threshold=2048)
+        return cto.prune_weights(mlmodel, cto.OptimizationConfig(global_config=op))
     if precision == "w4-lut":
         op = cto.OpPalettizerConfig(mode="kmeans", nbits=4, weight_threshold=2048)
         return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op))

@@ -62,6 +62,7 @@ DEFAULT_TOLERANCES = {
     "w8": Tolerance(min_agreement=0.99, max_top1_drop=1.0, min_cosine=0.995),
     "w4": Tolerance(min_agreement=0.95, max_top1_drop=2.0, min_cosine=0.95),
     "w4-lut": Tolerance(min_agreement=0.95, max_top1_drop=2.0, min_cosine=0.95),
+    "sparse": Tolerance(min_agreement=0.99, max_top1_drop=1.0, min_cosine=0.999),  # lossless storage of fp16
 }
 
 

@@ -15,6 +15,7 @@ coreml        ``int8``         PT2E + coremltools' ``CoreMLQuantizer`` (W8A8), t
 coreml        ``w8`` / ``w4``  ``coremltools.optimize.coreml.linear_quantize_weights`` (int8 per-channel /
                                int4 per-block of 32), fp16 compute
 coreml        ``w4-lut``       ``coremltools.optimize.coreml.palettize_weights``: 4-bit k-means LUT
+coreml        ``sparse``       ``coremltools.optimize.coreml.prune_weights``: sparse storage of a sparsified model
 onnx          ``int8``         ``onnxruntime.quantization.quantize_static``: QDQ, int8 per-channel weights
 ============  ===============  ============================================================================
 
