@@ -121,12 +121,25 @@ def train_cmd(
     recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to create or resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.json."),
+    qat: bool = typer.Option(
+        False, "--qat", help="Then quantization-aware fine-tuning (recipe `qat:`) into OUT/qat/<backend>/."
+    ),
 ) -> None:
-    """Train the recipe's model; writes checkpoints/, metrics.csv and model.safetensors into OUT."""
-    from edgevit.recipe import Recipe, stage_train
+    """Train the recipe's model; writes checkpoints/, metrics.csv and model.safetensors into OUT.
 
-    top1 = stage_train(Recipe.load(recipe), out, resume=resume)
-    _echo(f"val top-1 {top1:.2f}%  model: {out / 'model.safetensors'}")
+    With --qat, an OUT that already holds a trained model is not retrained: QAT fine-tunes it with each
+    backend's QAT quantizer (the backends of the recipe's `method: qat` targets, default executorch);
+    --resume then continues an interrupted QAT run. `edgevit export OUT` lowers the QAT graphs.
+    """
+    from edgevit.recipe import Recipe, stage_qat, stage_train
+
+    r = Recipe.load(recipe)
+    if not (qat and (out / "model.safetensors").is_file()):
+        top1 = stage_train(r, out, resume=resume)
+        _echo(f"val top-1 {top1:.2f}%  model: {out / 'model.safetensors'}")
+    if qat:
+        for backend, top1 in stage_qat(out, resume=resume).items():
+            _echo(f"QAT {backend}: val top-1 {top1:.2f}% (fake-quantized)  checkpoints: {out / 'qat' / backend}")
 
 
 @app.command("quantize")

@@ -28,6 +28,7 @@ from edgevit.models import create_model, list_models, load_model, save_model
 from edgevit.parity import ParityConfig, ParityReport, check, write_report
 from edgevit.prune import PruneConfig, SparsityConfig
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig
+from edgevit.quantize.qat import QAT_BACKENDS, QATConfig
 from edgevit.train import TrainConfig, seed_everything, train
 from edgevit.train.distill import distillation_loss
 
@@ -63,13 +64,17 @@ class Target(_Strict):
 
     backend: Literal["executorch", "tflite", "coreml", "onnx"]
     precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "w8", "w4", "w4-lut", "sparse"] | None = None
-    method: Literal["pt2e", "nncf"] | None = Field(None, description="PTQ method; default: quantize.method")
+    method: Literal["pt2e", "nncf", "qat"] | None = Field(
+        None, description="PTQ method (default: quantize.method), or qat: the graph fine-tuned by `train --qat`"
+    )
 
     @model_validator(mode="after")
     def _backend_takes_precision(self) -> Target:
         precisions = backend_module(self.backend).PRECISIONS
         if self.precision is not None and self.precision not in precisions:
             raise ValueError(f"{self.backend} exports {', '.join(precisions)}, not {self.precision!r}")
+        if self.method == "qat" and (self.backend not in QAT_BACKENDS or self.precision != "int8"):
+            raise ValueError(f"method qat is int8 on {' or '.join(QAT_BACKENDS)}, not {self.backend} {self.precision}")
         return self
 
     @property
@@ -78,7 +83,7 @@ class Target(_Strict):
         return self.precision or DEFAULT_PRECISION[self.backend]
 
     def filename(self, default_method: str) -> str:
-        """``{backend}_{precision}[_nncf]{suffix}``: one file per backend, precision and PTQ method."""
+        """``{backend}_{precision}[_nncf|_qat]{suffix}``: one file per backend, precision and method."""
         quantized = self.resolved_precision != DEFAULT_PRECISION[self.backend]
         method = self.method or default_method
         tag = f"_{method}" if quantized and method != "pt2e" else ""
@@ -124,6 +129,7 @@ class Recipe(_Strict):
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     quantize: PTQConfig = Field(default_factory=PTQConfig)
+    qat: QATConfig = Field(default_factory=QATConfig, description="`edgevit train --qat` and method: qat targets")
     prune: PruneConfig = Field(default_factory=PruneConfig, description="`edgevit prune`: structured pruning")
     sparsify: SparsityConfig = Field(default_factory=SparsityConfig, description="`edgevit sparsify`")
     recover: RecoverConfig = Field(default_factory=RecoverConfig, description="fine-tuning after prune/sparsify")
@@ -212,6 +218,54 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
         val_top1=result.final_val_top1,
     )
     return result.final_val_top1
+
+
+def qat_dir(run_dir: str | Path, backend: str) -> Path:
+    """Where ``stage_qat`` fine-tunes ``backend``'s QAT graph (checkpoints, metrics.csv)."""
+    return Path(run_dir) / "qat" / backend
+
+
+def qat_backends(recipe: Recipe) -> list[str]:
+    """The backends the recipe's ``method: qat`` targets need a QAT run for (default: executorch)."""
+    return list(dict.fromkeys(t.backend for t in recipe.export.targets if t.method == "qat")) or ["executorch"]
+
+
+def stage_qat(
+    run_dir: str | Path, backends: list[str] | None = None, resume: bool = False, progress: bool = True
+) -> dict[str, float]:
+    """Quantization-aware fine-tuning of RUN's trained float model with each backend's QAT quantizer (the
+    recipe's ``qat:`` section) into ``RUN/qat/<backend>/``; ``method: qat`` targets export from there.
+    Returns the fake-quantized model's val top-1 per backend."""
+    from edgevit.quantize.qat import train_qat
+
+    run_dir = Path(run_dir)
+    recipe, model, data, _ = _trained(run_dir)
+    out = {}
+    for backend in backends or qat_backends(recipe):
+        _, result = train_qat(
+            model,
+            data,
+            recipe.qat,
+            qat_dir(run_dir, backend),
+            example=_example(data),
+            backend=backend,
+            train_cfg=recipe.train,
+            seed=recipe.seed,
+            resume=resume,
+            progress=progress,
+        )
+        out[backend] = result.final_val_top1
+    return out
+
+
+def _qat_graph(run_dir: Path, recipe: Recipe, model, example: torch.Tensor, backend: str):
+    """The converted QAT graph of ``backend`` (from ``stage_qat``'s last checkpoint), at batch 1."""
+    from edgevit.quantize.qat import convert_qat, load_qat
+
+    ckpt = qat_dir(run_dir, backend) / "checkpoints"
+    if not (ckpt / "last.json").is_file():
+        raise EdgeVitError(f"{run_dir} has no {backend} QAT run; run `edgevit train RECIPE --out {run_dir} --qat`")
+    return convert_qat(load_qat(model, example, ckpt, backend), example)
 
 
 def _compress_stage(
@@ -382,6 +436,15 @@ def stage_export(
             precision = t.resolved_precision
             bars.update(task, info=f"{t.backend} {precision}")
             path = run_dir / "artifacts" / t.filename(recipe.quantize.method)
+            if t.method == "qat":
+                art = export(
+                    _qat_graph(run_dir, recipe, model, example, t.backend), example, t.backend, path, precision
+                )
+                q = {"executorch": "XNNPACKQuantizer", "tflite": "litert_torch PT2EQuantizer"}[t.backend]
+                art.info.update(method="qat", quantizer=f"{q} via QAT", qat=recipe.qat.model_dump())
+                done.append(art)
+                bars.update(task, advance=1)
+                continue
             t_ptq = ptq.model_copy(update={"method": t.method or ptq.method})
             done.append(export(model, example, t.backend, path, precision, calib=calib, ptq=t_ptq))
             bars.update(task, advance=1)
@@ -426,6 +489,8 @@ def stage_parity(run_dir: str | Path, progress: bool = True) -> tuple[ParityRepo
 def run(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> tuple[ParityReport, Path]:
     """Train, export (quantizing per backend) and check: the whole recipe into ``run_dir``."""
     stage_train(recipe, run_dir, resume=resume, progress=progress)
+    if any(t.method == "qat" for t in recipe.export.targets):
+        stage_qat(run_dir, resume=resume, progress=progress)
     stage_export(run_dir, progress=progress)
     return stage_parity(run_dir, progress=progress)
 

@@ -144,3 +144,23 @@ def test_pruned_30_percent_recovers_within_a_point_and_passes_parity(quickstart_
     report, _ = stage_parity(out, progress=False)
     assert report.passed, [a["failures"] for a in report.artifacts]
     assert sum(a["runnable"] for a in report.artifacts) == 4  # Core ML is converted, listed, not run off macOS
+
+
+def test_qat_via_cli_loses_at_most_0_3_points_in_executorch(quickstart_run, tmp_path):
+    """`edgevit train --qat` on a trained run (no retraining), then a `method: qat` target: the ExecuTorch int8
+    artifact, run by the ExecuTorch runtime on the whole val split, is within 0.3 points of PyTorch fp32."""
+    from edgevit.recipe import Target, stage_export, stage_parity
+
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_run, run)
+    before = (run / "model.safetensors").read_bytes()
+    proc = edgevit_cli("train", "recipes/quickstart.yaml", "--out", str(run), "--qat")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "model.safetensors").read_bytes() == before  # the float model was not retrained
+    assert (run / "qat" / "executorch" / "checkpoints" / "last.json").is_file()
+    [art] = stage_export(run, [Target(backend="executorch", precision="int8", method="qat")], progress=False)
+    assert art.path.name == "executorch_int8_qat.pte" and art.info["partitions"] == 1
+    assert art.info["quantizer"] == "XNNPACKQuantizer via QAT" and not art.info["ops_outside_delegate"]
+    report, _ = stage_parity(run, progress=False)
+    entry = next(a for a in report.artifacts if a["path"].endswith("executorch_int8_qat.pte"))
+    assert entry["top1"] >= report.reference["top1"] - 0.3, entry

@@ -50,10 +50,13 @@ def export(
     if precision.startswith("int8"):
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from edgevit.quantize import calibrate_pt2e, capture
+        from edgevit.quantize import calibrate_pt2e, capture, is_quantized
 
         q = quantizer(precision)
-        graph = calibrate_pt2e(capture(model, example), q, calib, "tflite", False, fold_quantize=False, config=ptq)
+        if is_quantized(model):  # already converted (QAT): lower it as it is
+            graph = model
+        else:
+            graph = calibrate_pt2e(capture(model, example), q, calib, "tflite", False, fold_quantize=False, config=ptq)
         content = litert_torch.convert(graph, (example,), quant_config=QuantConfig(pt2e_quantizer=q)).model_content()
         info.update(
             quantizer="litert_torch PT2EQuantizer",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,15 @@ def save_checkpoint(
 ) -> Path:
     """Save ``name.safetensors`` (model), ``name.optim.safetensors`` (optimizer tensors) and ``name.json``.
 
-    The JSON is written last, so a checkpoint whose JSON exists is complete.
+    The JSON is written last, so a checkpoint whose JSON exists is complete. A tensor the state dict holds
+    under several names (a submodule registered twice, e.g. the fake quantizers QAT shares between ops) is
+    stored once; the JSON's ``aliases`` maps the other names to it.
     """
     directory = Path(directory)
-    save_state_dict(model.state_dict(), directory / f"{name}.safetensors")
+    tensors, aliases = _dedupe(model.state_dict())
+    save_state_dict(tensors, directory / f"{name}.safetensors")
+    if aliases:
+        state = dict(state, aliases=aliases)
     if optimizer is not None:
         tensors, meta = _flatten_optimizer(optimizer.state_dict())
         save_state_dict(tensors, directory / f"{name}.optim.safetensors")
@@ -38,11 +44,33 @@ def load_checkpoint(
     """Restore what :func:`save_checkpoint` wrote into ``model`` (and ``optimizer``); return the run state."""
     directory = Path(directory)
     state = read_json(directory / f"{name}.json", "checkpoint state")
-    model.load_state_dict(load_state_dict(directory / f"{name}.safetensors"))
+    tensors = OrderedDict(load_state_dict(directory / f"{name}.safetensors"))
+    for alias, key in state.get("aliases", {}).items():
+        tensors[alias] = tensors[key]
+    # safetensors keeps no per-module state-dict versions, and without one some modules take the file for an
+    # old format (torchao's observers then reset their eps); the checkpoint was written by this model's code
+    tensors._metadata = getattr(model.state_dict(), "_metadata", None)
+    model.load_state_dict(tensors)
     if optimizer is not None and "optimizer" in state:
         tensors = load_state_dict(directory / f"{name}.optim.safetensors")
         optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     return state
+
+
+def _dedupe(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop names that repeat a tensor (same storage, offset, shape, stride: safetensors refuses to store both).
+
+    Returns ``(tensors, {alias: name kept})``.
+    """
+    tensors, aliases, seen = {}, {}, {}
+    for key, t in sd.items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride(), t.dtype)
+        if t.numel() and ident in seen:
+            aliases[key] = seen[ident]
+        else:
+            seen.setdefault(ident, key)
+            tensors[key] = t
+    return tensors, aliases
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -10,6 +10,7 @@ import csv
 import io
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 from edgevit._utils import EdgeVitError, progress_bar, write_text_atomic
 from edgevit.data import DataSplits
 from edgevit.train.checkpoint import load_checkpoint, save_checkpoint
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss_fn(logits, labels, images) -> scalar loss``: a training objective other than cross-entropy."""
 
 
 class TrainConfig(BaseModel):
@@ -97,6 +101,8 @@ def train(
     seed: int = 0,
     resume: bool = False,
     progress: bool = True,
+    loss_fn: LossFn | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.train``, validating on ``data.val`` each epoch.
 
@@ -108,6 +114,10 @@ def train(
         seed: seeds weights' data order and dropout.
         resume: continue from ``out_dir/checkpoints/last.json`` if it exists.
         progress: show rich progress bars.
+        loss_fn: the training loss (e.g. knowledge distillation); default cross-entropy with
+            ``cfg.label_smoothing``. Validation is always top-1.
+        on_epoch_start: called with the 0-based epoch index after ``model.train()``, before the epoch's first
+            step (also for the first epoch after a resume); e.g. to freeze QAT observers from some epoch on.
 
     Returns:
         A :class:`TrainResult`.
@@ -132,7 +142,8 @@ def train(
         warmup_prefix=True,
         t_in_epochs=False,
     )
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    cross_entropy = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = loss_fn or (lambda logits, labels, images: cross_entropy(logits, labels))
 
     start_epoch, rows, best = 0, [], 0.0
     if resume and (ckpt_dir / "last.json").is_file():
@@ -149,12 +160,14 @@ def train(
             t0 = time.perf_counter()
             epoch_task = bars.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
             model.train()
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
             loss_sum, correct, seen = 0.0, 0, 0
             for i, (x, y) in enumerate(loader):
                 step = epoch * steps_per_epoch + i
                 scheduler.step_update(step)
                 logits = model(x)
-                loss = criterion(logits, y)
+                loss = criterion(logits, y, x)
                 if not torch.isfinite(loss):
                     raise EdgeVitError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1} step {i}")
                 optimizer.zero_grad(set_to_none=True)
