@@ -326,12 +326,12 @@ def compress_report_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories with parity.json; the first is the baseline."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write (default: the first run directory)."),
     threads: int = typer.Option(2, "--threads", min=1),
-    runs: int = typer.Option(50, "--runs", min=1, help="Timed runs per artifact (interleaved)."),
+    runs: int = typer.Option(50, "--runs", min=1, help="Timed runs per artifact (in 5 rounds)."),
 ) -> None:
     """Variants (baseline, pruned, QAT ... runs) × backend × precision: top-1, drop, agreement, size, latency.
 
-    Latency is re-measured for all artifacts side by side in one process. Writes compress_report.md (table and
-    Pareto set) and compress_report.png (top-1 vs latency, marker area = file size).
+    Latency is re-measured for all artifacts side by side in one process (blocks per artifact, in rounds).
+    Writes compress_report.md (table and Pareto set) and compress_report.png (top-1 vs latency, marker area = file size).
     """
     from edgevit.parity.compress import compress_report
 
