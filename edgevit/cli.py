@@ -331,7 +331,7 @@ def compress_report_cmd(
     """Variants (baseline, pruned, QAT ... runs) × backend × precision: top-1, drop, agreement, size, latency.
 
     Latency is re-measured for all artifacts side by side in one process (blocks per artifact, in rounds).
-    Writes compress_report.md (table and Pareto set) and compress_report.png (top-1 vs latency, marker area = file size).
+    Writes compress_report.md (table, Pareto set) and compress_report.png (top-1 vs latency, area = file size).
     """
     from edgevit.parity.compress import compress_report
 
