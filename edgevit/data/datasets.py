@@ -7,15 +7,17 @@ so parity compares every backend on exactly the same tensors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from edgevit._utils import EdgeVitError
+from edgevit.data.transforms import AugConfig, as_aug_config, build_train_transform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,11 +43,11 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
     return sorted(train_idx), sorted(val_idx)
 
 
-def digits_tensors(img_size: int = 32, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3):
-    """All 1,797 scikit-learn digits as ``[N, 3, img_size, img_size]`` normalised floats and ``[N]`` labels.
+def digits_images(img_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 scikit-learn digits as ``[N, 3, img_size, img_size]`` floats in [0, 1] and ``[N]`` labels.
 
-    The 8x8 images (ink 0..16) are scaled to [0, 1], bilinearly upsampled, repeated to 3 channels and
-    normalised with ``mean``/``std``.
+    The 8x8 images (ink 0..16) are scaled to [0, 1], bilinearly upsampled and repeated to 3 channels (an
+    expanded view: clone an image before changing it in place).
     """
     from sklearn.datasets import load_digits
 
@@ -53,10 +55,35 @@ def digits_tensors(img_size: int = 32, mean: Sequence[float] = (0.5,) * 3, std: 
     x = torch.from_numpy(d.images).float().div_(16.0).unsqueeze(1)  # [N, 8, 8] -> [N, 1, 8, 8] in [0, 1]
     x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
     x = x.expand(-1, 3, -1, -1)  # [N, 1, S, S] -> [N, 3, S, S]
+    return x, torch.from_numpy(d.target).long()
+
+
+def digits_tensors(img_size: int = 32, mean: Sequence[float] = (0.5,) * 3, std: Sequence[float] = (0.5,) * 3):
+    """All 1,797 scikit-learn digits as ``[N, 3, img_size, img_size]`` normalised floats and ``[N]`` labels.
+
+    :func:`digits_images` normalised with ``mean``/``std``.
+    """
+    x, y = digits_images(img_size)
+    return _normalise(x, mean, std), y
+
+
+def _normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    x = ((x - m) / s).contiguous()
-    return x, torch.from_numpy(d.target).long()
+    return ((x - m) / s).contiguous()
+
+
+class TransformedImages(Dataset):
+    """``(transform(images[i]), labels[i])`` over in-memory ``[N, C, H, W]`` images (a fresh draw per access)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[Any], torch.Tensor]):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[i].clone()), self.labels[i]
 
 
 def digits(
@@ -65,14 +92,36 @@ def digits(
     seed: int = 0,
     mean: Sequence[float] = (0.5,) * 3,
     std: Sequence[float] = (0.5,) * 3,
+    aug: AugConfig | dict | None = None,
+    train_transform: Callable[[Any], torch.Tensor] | None = None,
 ) -> DataSplits:
-    """scikit-learn's handwritten digits (1,797 real 8x8 scans, 10 classes) with a stratified split by seed."""
+    """scikit-learn's handwritten digits (1,797 real 8x8 scans, 10 classes) with a stratified split by seed.
+
+    Validation images are always the precomputed normalised tensors. Training images are too, unless ``aug``
+    turns on a per-image augmentation (then :func:`~edgevit.data.transforms.build_train_transform`) or a
+    ``train_transform`` is given: either sees a ``[3, S, S]`` float image in [0, 1] and must return it
+    normalised. The default ``AugConfig()`` leaves the training tensors exactly as without it.
+    """
     if img_size < 8:
         raise EdgeVitError(f"digits img_size must be >= 8 (the native size), got {img_size}")
-    x, y = digits_tensors(img_size, mean, std)
-    full = TensorDataset(x, y)
+    images, y = digits_images(img_size)
+    full = TensorDataset(_normalise(images, mean, std), y)
     train_idx, val_idx = stratified_split(y.tolist(), val_fraction, seed)
-    return DataSplits(Subset(full, train_idx), Subset(full, val_idx), [str(i) for i in range(10)])
+    train_tf = _train_transform(aug, train_transform, img_size, mean, std)
+    train = full if train_tf is None else TransformedImages(images, y, train_tf)
+    return DataSplits(Subset(train, train_idx), Subset(full, val_idx), [str(i) for i in range(10)])
+
+
+def _train_transform(aug, train_transform, img_size, mean, std) -> Callable[[Any], torch.Tensor] | None:
+    """The training transform from ``aug`` or ``train_transform`` (not both); ``None`` when nothing augments."""
+    if aug is not None and train_transform is not None:
+        raise EdgeVitError("pass either aug= or train_transform=, not both")
+    if train_transform is not None:
+        return train_transform
+    aug = as_aug_config(aug)
+    if aug is None or not aug.per_image:
+        return None
+    return build_train_transform(aug, img_size, mean, std)
 
 
 def imagefolder(
@@ -83,12 +132,17 @@ def imagefolder(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     augment: bool = True,
+    aug: AugConfig | dict | None = None,
+    train_transform: Callable[[Any], torch.Tensor] | None = None,
 ) -> DataSplits:
     """A user's ``root/<class>/<image>`` dataset.
 
     If ``root`` has ``train/`` and ``val/`` subfolders they are used as the splits; otherwise one folder is
-    split (stratified, by ``seed``). Training uses timm's standard train transform (random-resized crop,
-    flip) when ``augment``; validation resizes to ``img_size / 0.875`` and centre-crops ``img_size``.
+    split (stratified, by ``seed``). Training uses ``train_transform`` (PIL image -> normalised tensor) if
+    given, else :func:`~edgevit.data.transforms.build_train_transform` if ``aug`` turns on a per-image
+    augmentation, else (as before ``aug`` existed) timm's standard train transform (random-resized crop,
+    flip, colour jitter) when ``augment`` and a plain resize + centre crop when not; validation resizes to
+    ``img_size / 0.875`` and centre-crops ``img_size``.
     """
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
@@ -96,7 +150,9 @@ def imagefolder(
     root = Path(root)
     if not root.is_dir():
         raise EdgeVitError(f"dataset path not found or not a directory: {root}")
-    train_tf = create_transform(img_size, is_training=augment, mean=mean, std=std, crop_pct=0.875)
+    train_tf = _train_transform(aug, train_transform, img_size, mean, std)
+    if train_tf is None:
+        train_tf = create_transform(img_size, is_training=augment, mean=mean, std=std, crop_pct=0.875)
     val_tf = create_transform(img_size, is_training=False, mean=mean, std=std, crop_pct=0.875)
     try:
         if (root / "train").is_dir() and (root / "val").is_dir():
@@ -117,7 +173,10 @@ DATASETS = {"digits": digits, "imagefolder": imagefolder}
 
 
 def build_dataset(name: str, **kwargs) -> DataSplits:
-    """Build a dataset by name (``digits`` or ``imagefolder``) with its keyword arguments."""
+    """Build a dataset by name (``digits`` or ``imagefolder``) with its keyword arguments.
+
+    Both accept ``aug=`` (an :class:`~edgevit.data.transforms.AugConfig` or its dict) or ``train_transform=``.
+    """
     if name not in DATASETS:
         raise EdgeVitError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     return DATASETS[name](**kwargs)
