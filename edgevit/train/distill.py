@@ -1,11 +1,15 @@
-"""Knowledge distillation from a teacher model's logits (QAT and pruning recovery use it)."""
+"""Knowledge distillation from a teacher's logits: Hinton's soft loss (QAT and pruning recovery use it) and DeiT's."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgevit._utils import EdgeVitError
 from edgevit.train.loop import LossFn
 
 
@@ -34,4 +38,73 @@ def distillation_loss(
     return loss
 
 
-__all__ = ["distillation_loss"]
+def deit_distillation_loss(
+    teacher: nn.Module,
+    kind: str = "hard",
+    tau: float = 1.0,
+    alpha: float = 0.5,
+    base_criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> LossFn:
+    """DeiT's distillation through the distillation token (Touvron et al. 2021; facebookresearch/deit ``losses.py``).
+
+    The student is a distilled ViT/DeiT (``distilled=True``, e.g. ``deit_tiny_distilled``) with
+    ``model.distilled_training = True``, so in train mode it returns ``(cls_logits, dist_logits)``. Then::
+
+        hard: (1 - alpha) * base(cls, y) + alpha * CE(dist, argmax(teacher(x)))
+        soft: (1 - alpha) * base(cls, y) + alpha * tau^2 * KL(softmax(teacher / tau) || softmax(dist / tau))
+
+    DeiT trains hard distillation with ``alpha = 0.5`` (1/2 each). The KL is DeiT's exactly: summed over
+    batch and classes and divided by ``dist.numel()`` (batch x classes), not by the batch size.
+
+    Args:
+        teacher: any classifier on the same images; run in eval mode without gradients.
+        kind: ``"hard"`` or ``"soft"``.
+        tau: the soft loss's temperature, > 0.
+        alpha: weight of the distillation term, in [0, 1].
+        base_criterion: the class-token loss ``(logits, targets)``; default cross-entropy. Pass timm's
+            ``SoftTargetCrossEntropy`` (``build_criterion``) when training with Mixup/CutMix.
+
+    Returns:
+        A loss ``(outputs, labels, images) -> scalar`` for ``train(loss_fn=)``.
+
+    Raises:
+        EdgeVitError: bad ``kind``/``tau``/``alpha``; at call time, a student output that is not a pair.
+    """
+    if kind not in ("hard", "soft"):
+        raise EdgeVitError(f"DeiT distillation kind must be 'hard' or 'soft', got {kind!r}")
+    if not tau > 0:
+        raise EdgeVitError(f"distillation tau must be > 0, got {tau}")
+    if not 0.0 <= alpha <= 1.0:
+        raise EdgeVitError(f"distillation alpha must be in [0, 1], got {alpha}")
+    teacher.eval().requires_grad_(False)
+    base = base_criterion or nn.CrossEntropyLoss()
+
+    def loss(outputs: Any, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            raise EdgeVitError(
+                "DeiT distillation needs the student's (cls_logits, dist_logits): use a distilled model "
+                "(distilled=True) and set model.distilled_training = True"
+            )
+        cls_logits, dist_logits = outputs
+        base_loss = base(cls_logits, labels)
+        with torch.no_grad():
+            teacher_logits = teacher(images)
+        if kind == "soft":
+            kd = (
+                F.kl_div(
+                    F.log_softmax(dist_logits / tau, dim=1),
+                    F.log_softmax(teacher_logits / tau, dim=1),
+                    reduction="sum",
+                    log_target=True,
+                )
+                * (tau * tau)
+                / dist_logits.numel()
+            )
+        else:
+            kd = F.cross_entropy(dist_logits, teacher_logits.argmax(dim=1))
+        return base_loss * (1 - alpha) + kd * alpha
+
+    return loss
+
+
+__all__ = ["deit_distillation_loss", "distillation_loss"]
