@@ -1,7 +1,17 @@
-"""Checkpoints: weights in safetensors, run state in a small JSON; both written atomically, loaded safely."""
+"""Checkpoints: weights in safetensors, run state in a small JSON; written crash-safe, loaded safely.
+
+A checkpoint ``NAME`` is ``NAME.safetensors`` (the model), ``NAME.json`` (run state) and optional
+``NAME.<part>.safetensors`` files (``optim``: the optimizer's tensors; ``ema``: the EMA weights).
+
+Saving first writes every file under a staging name (``NAME.next.*``, each atomically), the staging JSON
+last; then the files are renamed into place, the JSON last. A process killed at any point leaves either the
+previous checkpoint (staging JSON missing: the staged files are discarded) or the new one (staging JSON
+present: the renames are finished by the next save or load). A half-written checkpoint is never read.
+"""
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -18,31 +28,55 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
     name: str = "last",
+    parts: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Save ``name.safetensors`` (model), ``name.optim.safetensors`` (optimizer tensors) and ``name.json``.
+    """Save ``model`` (and ``optimizer``, and extra tensor ``parts``) with the JSON-able run ``state``.
 
-    The JSON is written last, so a checkpoint whose JSON exists is complete. A tensor the state dict holds
-    under several names (a submodule registered twice, e.g. the fake quantizers QAT shares between ops) is
-    stored once; the JSON's ``aliases`` maps the other names to it.
+    Args:
+        directory: the checkpoint directory (created if missing).
+        model: its ``state_dict()`` goes to ``NAME.safetensors``. A tensor the state dict holds under several
+            names (a submodule registered twice, e.g. the fake quantizers QAT shares between ops) is stored
+            once; the JSON's ``aliases`` maps the other names to it.
+        optimizer: its state goes to ``NAME.optim.safetensors`` and its param groups/scalars to the JSON.
+        state: JSON-able run state (epoch, metrics, RNG states, ...).
+        name: the checkpoint name.
+        parts: more state dicts, each saved as ``NAME.<part>.safetensors`` (read with :func:`load_part`).
+
+    Returns:
+        The path of ``NAME.json``.
     """
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _settle(directory, name)
+    stage = f"{name}.next"
     tensors, aliases = _dedupe(model.state_dict())
-    save_state_dict(tensors, directory / f"{name}.safetensors")
+    save_state_dict(tensors, directory / f"{stage}.safetensors")
+    files = [""]
     if aliases:
         state = dict(state, aliases=aliases)
     if optimizer is not None:
         tensors, meta = _flatten_optimizer(optimizer.state_dict())
-        save_state_dict(tensors, directory / f"{name}.optim.safetensors")
+        save_state_dict(tensors, directory / f"{stage}.optim.safetensors")
         state = dict(state, optimizer=meta)
-    write_json_atomic(directory / f"{name}.json", state)
+        files.append(".optim")
+    for part, sd in (parts or {}).items():
+        save_state_dict(_dedupe(sd)[0], directory / f"{stage}.{part}.safetensors")
+        files.append(f".{part}")
+    write_json_atomic(directory / f"{stage}.json", dict(state, files=files))  # the commit record
+    _settle(directory, name)
     return directory / f"{name}.json"
 
 
 def load_checkpoint(
     directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, name: str = "last"
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote into ``model`` (and ``optimizer``); return the run state."""
+    """Restore what :func:`save_checkpoint` wrote into ``model`` (and ``optimizer``); return the run state.
+
+    Raises:
+        EdgeVitError: the checkpoint is missing or corrupt.
+    """
     directory = Path(directory)
+    _settle(directory, name)
     state = read_json(directory / f"{name}.json", "checkpoint state")
     tensors = OrderedDict(load_state_dict(directory / f"{name}.safetensors"))
     for alias, key in state.get("aliases", {}).items():
@@ -55,6 +89,26 @@ def load_checkpoint(
         tensors = load_state_dict(directory / f"{name}.optim.safetensors")
         optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     return state
+
+
+def load_part(directory: str | Path, part: str, name: str = "last") -> dict[str, torch.Tensor] | None:
+    """The ``parts[part]`` state dict saved with checkpoint ``name``, or ``None`` if it has none."""
+    path = Path(directory) / f"{name}.{part}.safetensors"
+    return load_state_dict(path) if path.is_file() else None
+
+
+def _settle(directory: Path, name: str) -> None:
+    """Finish a committed save (rename the staged files into place) or drop an uncommitted one."""
+    stage_json = directory / f"{name}.next.json"
+    if stage_json.is_file():
+        for suffix in read_json(stage_json, "staged checkpoint").get("files", [""]):
+            staged = directory / f"{name}.next{suffix}.safetensors"
+            if staged.is_file():  # absent when an earlier settle already moved it
+                os.replace(staged, directory / f"{name}{suffix}.safetensors")
+        os.replace(stage_json, directory / f"{name}.json")
+    else:
+        for staged in directory.glob(f"{name}.next*.safetensors"):
+            staged.unlink()
 
 
 def _dedupe(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,41 +1,74 @@
-"""A plain, correct training loop: AdamW, warm-up + cosine schedule, label smoothing, checkpoints, CSV.
+"""The training loop: AdamW/SGD (+ SAM), warm-up + cosine schedule, EMA, bf16 autocast, gradient accumulation,
+DDP under ``torchrun``, exact resume, rich progress, metrics CSV and TensorBoard.
 
-Every epoch writes ``checkpoints/last.{safetensors,optim.safetensors,json}`` and rewrites ``metrics.csv``;
-``resume=True`` continues from the last complete checkpoint.
+A run directory gets ``checkpoints/`` (``last.*`` every epoch and every ``ckpt_every_steps`` optimizer steps,
+plus ``config.json``: the resolved config), ``metrics.csv`` (one row per epoch) and ``tb/`` (TensorBoard
+events, when the ``tensorboard`` package is installed). ``resume=True`` continues from the last complete
+checkpoint, mid-epoch included: checkpoints hold the model, optimizer, EMA, schedule position, every RNG
+(Python, NumPy, torch: dropout, drop-path and augmentation draws) and the position in the epoch's data order,
+which comes from a generator seeded by ``(seed, epoch)``. On CPU with ``workers: 0`` a resumed run ends with
+weights bit-identical to an uninterrupted one.
+
+Under ``torchrun --nproc_per_node N`` the loop wraps the model in DistributedDataParallel (gloo on CPU, nccl on
+GPU); each rank reads its share of the same seeded order (``batch_size`` is per rank, so the effective batch
+is ``batch_size * accum_steps * N``), draws augmentation and dropout with seed ``seed + rank``, and only rank 0
+logs, shows progress, validates and writes checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import math
+import os
 import random
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from edgevit._utils import EdgeVitError, progress_bar, write_text_atomic
+from edgevit._utils import EdgeVitError, progress_bar, write_json_atomic, write_text_atomic
 from edgevit.data import DataSplits
-from edgevit.train.checkpoint import load_checkpoint, save_checkpoint
+from edgevit.train.checkpoint import load_checkpoint, load_part, save_checkpoint
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(logits, labels, images) -> scalar loss``: a training objective other than cross-entropy."""
 
 
-class TrainConfig(BaseModel):
-    """Training hyperparameters (the ``train:`` section of a recipe)."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class SAMConfig(_Strict):
+    """Sharpness-Aware Minimisation (Foret et al. 2021): a second forward/backward per step at w + rho*g/|g|."""
+
+    rho: float = Field(0.05, gt=0, description="radius of the ascent step")
+    adaptive: bool = Field(False, description="ASAM: scale the ascent by |w| (use a larger rho, e.g. 2.0)")
+
+
+class OptimizerConfig(_Strict):
+    """The optimizer (the ``train.optimizer:`` section)."""
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    sam: SAMConfig | None = Field(None, description="wrap the optimizer in SAM (batch norm stats skip its 2nd pass)")
+    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay (fine-tuning)")
+
+
+class TrainConfig(_Strict):
+    """Training hyperparameters (the ``train:`` section of a recipe)."""
+
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="per process and micro-step")
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-5, ge=0)
     warmup_epochs: float = Field(2.0, ge=0)
@@ -45,22 +78,41 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; None keeps torch's default")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="keep an EMA of the weights (e.g. 0.9998); the EMA model is the one saved"
+    )
+    amp: Literal["none", "bf16"] = Field("none", description="bf16 autocast for forward and loss")
+    accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    ckpt_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N optimizer steps")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto: cuda when available")
+    workers: int = Field(0, ge=0, description="DataLoader workers (exact mid-epoch resume needs 0)")
+    tensorboard: bool = Field(True, description="write TensorBoard events to RUN/tb (needs `tensorboard`)")
+    drop_path: float | None = Field(
+        None, ge=0, lt=1, description="stochastic depth rate, passed to the model as drop_path_rate"
+    )
 
 
 @dataclass
 class TrainResult:
-    """What a run produced: the best and final validation top-1 (percent) and the run directory."""
+    """What a run produced: the best and final validation top-1 (percent) and the run directory.
+
+    With EMA, the top-1 numbers are the EMA model's and ``ema_model`` holds its weights (the raw model's
+    final top-1 is ``final_val_top1_raw``).
+    """
 
     best_val_top1: float
     final_val_top1: float
     epochs_run: int
     out_dir: Path
+    final_val_top1_raw: float | None = None
+    ema_model: nn.Module | None = None
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch RNGs."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
@@ -80,9 +132,10 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128) -> tuple[
     """Run ``model`` in eval mode over ``dataset``; return ``(logits [N, K] float32, labels [N] int64)``."""
     was_training = model.training
     model.eval()
+    device = next(iter(model.parameters()), torch.empty(0)).device
     logits, labels = [], []
     for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        logits.append(model(x).float())
+        logits.append(model(x.to(device)).float().cpu())
         labels.append(y)
     model.train(was_training)
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
@@ -91,6 +144,186 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128) -> tuple[
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy in percent."""
     return float((logits.argmax(-1) == labels).mean() * 100.0)
+
+
+class EpochOrder(Sampler[int]):
+    """This rank's share of a permutation drawn from a generator seeded with ``seed + epoch``.
+
+    The same permutation as ``DistributedSampler(shuffle=True, seed=seed)`` (padded to a multiple of
+    ``world``, every ``world``-th index from ``rank``), so 1 and N processes see the same global batches.
+    :meth:`set_epoch` with ``skip`` starts the epoch after that many of this rank's samples (resume).
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.per_rank = math.ceil(n / world)
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch's permutation and how many of this rank's samples to skip."""
+        self.epoch, self.skip = epoch, skip
+
+    def indices(self) -> list[int]:
+        """This rank's whole order for the current epoch."""
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        order += order[: self.per_rank * self.world - self.n]  # pad as DistributedSampler does
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.skip :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (the values themselves on one process)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        if self.world == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def _setup_distributed(device: str) -> _Dist:
+    """Join the ``torchrun`` process group (``WORLD_SIZE`` > 1 in the environment) and pick the device."""
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        raise EdgeVitError("train.device is cuda but torch sees no CUDA device; use device: cpu or auto")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(dev)
+    if world == 1:
+        return _Dist(device=dev)
+    dist = torch.distributed
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=dev if cuda else None)
+    return _Dist(dist.get_rank(), dist.get_world_size(), dev, owns)
+
+
+# ------------------------------------------------------------------------------------------ RNG state
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and the CUDA device) RNG states, JSON-able."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), *(x.item() if hasattr(x, "item") else x for x in np_state[2:])],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device).tolist()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8), device)
+
+
+# ------------------------------------------------------------------------------------------ logging
+
+
+class _Log:
+    """Rank 0's metrics CSV (one row per epoch) and TensorBoard scalars; a no-op on other ranks."""
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool):
+        self.path, self.enabled, self.tb = out_dir / "metrics.csv", enabled, None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                warnings.warn(
+                    "TensorBoard events skipped: install `tensorboard` (pip install 'edgevit[train]')", stacklevel=3
+                )
+            else:
+                self.tb = SummaryWriter(str(out_dir / "tb"))
+
+    def scalars(self, step: int, **values: float) -> None:
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def epoch(self, rows: list[dict[str, Any]], step: int) -> None:
+        if not self.enabled:
+            return
+        _write_csv(self.path, rows)
+        self.scalars(step, **{f"epoch/{k}": v for k, v in rows[-1].items() if k != "epoch" and v is not None})
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``cfg.optimizer`` over :func:`param_groups` (wrapped in SAM when configured)."""
+    o = cfg.optimizer
+    if o.layer_decay is not None:
+        raise EdgeVitError("train.optimizer.layer_decay needs edgevit.train.optim, which is not available yet")
+    groups = param_groups(model, cfg.weight_decay)
+    if o.name == "adamw":
+        cls, kw = torch.optim.AdamW, {"lr": cfg.lr, "betas": cfg.betas}
+    else:
+        cls, kw = torch.optim.SGD, {"lr": cfg.lr, "momentum": o.momentum, "nesterov": o.momentum > 0}
+    if o.sam is None:
+        return cls(groups, **kw)
+    from edgevit.train.sam import SAM
+
+    return SAM(groups, cls, rho=o.sam.rho, adaptive=o.sam.adaptive, **kw)
+
+
+def _base(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The optimizer that holds the state (SAM's base optimizer, or the optimizer itself)."""
+    return getattr(optimizer, "base_optimizer", optimizer)
 
 
 def train(
@@ -103,24 +336,31 @@ def train(
     progress: bool = True,
     loss_fn: LossFn | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
+    on_step_end: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.train``, validating on ``data.val`` each epoch.
 
     Args:
-        model: any classifier ``[B, C, H, W] -> [B, K]``; trained in place.
+        model: any classifier ``[B, C, H, W] -> [B, K]``; trained in place (and left on the CPU).
         data: the dataset splits.
         cfg: hyperparameters.
-        out_dir: run directory; gets ``checkpoints/`` and ``metrics.csv``.
-        seed: seeds weights' data order and dropout.
-        resume: continue from ``out_dir/checkpoints/last.json`` if it exists.
-        progress: show rich progress bars.
+        out_dir: run directory; gets ``checkpoints/``, ``metrics.csv`` and ``tb/``.
+        seed: seeds the data order, and (plus the rank) dropout, drop-path and augmentation.
+        resume: continue from ``out_dir/checkpoints/last.json``, mid-epoch included.
+        progress: show rich progress bars (rank 0).
         loss_fn: the training loss (e.g. knowledge distillation); default cross-entropy with
             ``cfg.label_smoothing``. Validation is always top-1.
         on_epoch_start: called with the 0-based epoch index after ``model.train()``, before the epoch's first
             step (also for the first epoch after a resume); e.g. to freeze QAT observers from some epoch on.
+        on_step_end: called with the optimizer step count (from 1) and this process's loss after each
+            optimizer step, after any checkpoint of that step.
 
     Returns:
         A :class:`TrainResult`.
+
+    Raises:
+        EdgeVitError: ``resume`` without a checkpoint (or with one of another data order), divergence (a
+            non-finite loss), an impossible device.
     """
     from timm.scheduler import CosineLRScheduler
 
@@ -128,87 +368,236 @@ def train(
     ckpt_dir = out_dir / "checkpoints"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(seed)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-    loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=False)
-    steps_per_epoch = len(loader)
-    total_steps = cfg.epochs * steps_per_epoch
-    scheduler = CosineLRScheduler(
-        optimizer,
-        t_initial=total_steps,
-        lr_min=cfg.min_lr,
-        warmup_t=int(cfg.warmup_epochs * steps_per_epoch),
-        warmup_lr_init=cfg.warmup_lr,
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )
-    cross_entropy = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    criterion = loss_fn or (lambda logits, labels, images: cross_entropy(logits, labels))
+    dist = _setup_distributed(cfg.device)
+    try:
+        seed_everything(seed + dist.rank)
+        model.to(dist.device)
+        net = model
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-    start_epoch, rows, best = 0, [], 0.0
-    if resume and (ckpt_dir / "last.json").is_file():
-        state = load_checkpoint(ckpt_dir, model, optimizer)
-        start_epoch, rows, best = state["epoch"], state["metrics"], state["best_val_top1"]
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-    elif resume:
-        raise EdgeVitError(f"--resume: no checkpoint found in {ckpt_dir}")
+            net = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
+        optimizer = build_optimizer(model, cfg)
+        order = EpochOrder(len(data.train), seed, dist.rank, dist.world)
+        loader = DataLoader(
+            data.train,
+            batch_size=cfg.batch_size,
+            sampler=order,
+            num_workers=cfg.workers,
+            generator=torch.Generator(),  # its seed draw must not advance the global RNG (exact resume)
+            pin_memory=dist.device.type == "cuda",
+        )
+        micro_per_epoch = math.ceil(order.per_rank / cfg.batch_size)
+        steps_per_epoch = math.ceil(micro_per_epoch / cfg.accum_steps)  # the schedule counts optimizer steps
+        scheduler = CosineLRScheduler(
+            _base(optimizer),
+            t_initial=cfg.epochs * steps_per_epoch,
+            lr_min=cfg.min_lr,
+            warmup_t=int(cfg.warmup_epochs * steps_per_epoch),
+            warmup_lr_init=cfg.warmup_lr,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+        ema = None
+        if cfg.ema_decay is not None:
+            from timm.utils import ModelEmaV3
 
-    final = rows[-1]["val_top1"] if rows else 0.0
-    with progress_bar(progress) as bars:
-        run_task = bars.add_task("train", total=cfg.epochs, completed=start_epoch, info="")
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            epoch_task = bars.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
-            model.train()
-            if on_epoch_start is not None:
-                on_epoch_start(epoch)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for i, (x, y) in enumerate(loader):
-                step = epoch * steps_per_epoch + i
-                scheduler.step_update(step)
-                logits = model(x)
-                loss = criterion(logits, y, x)
-                if not torch.isfinite(loss):
-                    raise EdgeVitError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1} step {i}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                loss_sum += loss.item() * len(y)
-                correct += (logits.argmax(-1) == y).sum().item()
-                seen += len(y)
-                rate = seen / (time.perf_counter() - t0)
-                lr = optimizer.param_groups[0]["lr"]
-                bars.update(epoch_task, advance=1, info=f"loss {loss_sum / seen:.3f} lr {lr:.2e} {rate:.0f} img/s")
-            val_logits, val_labels = predict(model, data.val)
-            final = top1(val_logits, val_labels)
-            best = max(best, final)
-            rows.append(
+            ema = ModelEmaV3(model, decay=cfg.ema_decay)
+        cross_entropy = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        criterion = loss_fn or (lambda logits, labels, images: cross_entropy(logits, labels))
+
+        start_epoch, start_batch, step, rows, best = 0, 0, 0, [], 0.0
+        running = [0.0, 0.0, 0.0]  # loss sum, correct, seen: this epoch so far, this rank
+        if resume and (ckpt_dir / "last.json").is_file():
+            state = load_checkpoint(ckpt_dir, model, _base(optimizer))
+            if hasattr(optimizer, "base_optimizer"):  # load_state_dict replaced the base's group dicts
+                optimizer.param_groups = optimizer.base_optimizer.param_groups
+            start_epoch, rows, best = state["epoch"], state["metrics"], state["best_val_top1"]
+            start_batch, step = state.get("batch", 0), state.get("step", start_epoch * steps_per_epoch)
+            if state.get("batch") and state.get("world_size", 1) != dist.world:
+                raise EdgeVitError(
+                    f"--resume: the checkpoint in {ckpt_dir} is mid-epoch from {state['world_size']} processes; "
+                    f"resume it with the same number of processes (not {dist.world})"
+                )
+            running = state.get("running", running)
+            if ema is not None:
+                ema_sd = load_part(ckpt_dir, "ema")
+                ema.module.load_state_dict(ema_sd if ema_sd is not None else model.state_dict())
+            if "rng" in state and len(state["rng"]) == dist.world:
+                set_rng_state(state["rng"][dist.rank], dist.device)
+            elif "torch_rng" in state:  # checkpoints before mid-epoch resume
+                torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        elif resume:
+            raise EdgeVitError(f"--resume: no checkpoint found in {ckpt_dir}")
+
+        if dist.main:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(
+                ckpt_dir / "config.json",
                 {
-                    "epoch": epoch + 1,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "train_loss": loss_sum / seen,
-                    "train_top1": 100.0 * correct / seen,
-                    "val_top1": final,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            _write_csv(out_dir / "metrics.csv", rows)
-            save_checkpoint(
-                ckpt_dir,
-                model,
-                optimizer,
-                {
-                    "epoch": epoch + 1,
-                    "best_val_top1": best,
-                    "metrics": rows,
-                    "torch_rng": torch.get_rng_state().tolist(),
+                    "train": cfg.model_dump(mode="json"),
+                    "seed": seed,
+                    "world_size": dist.world,
+                    "device": str(dist.device),
+                    "effective_batch": cfg.batch_size * cfg.accum_steps * dist.world,
+                    "steps_per_epoch": steps_per_epoch,
+                    "total_steps": cfg.epochs * steps_per_epoch,
                 },
             )
-            bars.remove_task(epoch_task)
-            bars.update(run_task, advance=1, info=f"val top-1 {final:.2f}% (best {best:.2f}%)")
-    return TrainResult(best, final, len(rows), out_dir)
+        log = _Log(out_dir, dist.main, cfg.tensorboard)
+
+        def checkpoint(epoch: int, batch: int) -> None:
+            rngs = dist.gather(rng_state(dist.device))  # every rank's: each resumes its own streams
+            if dist.main:
+                parts = {"ema": ema.module.state_dict()} if ema is not None else None
+                state = {
+                    "epoch": epoch,
+                    "batch": batch,
+                    "step": step,
+                    "world_size": dist.world,
+                    "best_val_top1": best,
+                    "metrics": rows,
+                    "running": running,
+                    "scheduler": _jsonable(scheduler.state_dict()),
+                    "rng": rngs,
+                }
+                save_checkpoint(ckpt_dir, model, _base(optimizer), state, parts=parts)
+            dist.barrier()
+
+        amp = torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+        final = rows[-1]["val_top1"] if rows else 0.0
+        final_raw = rows[-1].get("val_top1_raw", final) if rows else 0.0
+        with progress_bar(progress and dist.main) as bars:
+            run_task = bars.add_task("train", total=cfg.epochs, completed=start_epoch, info="")
+            for epoch in range(start_epoch, cfg.epochs):
+                t0 = time.perf_counter()
+                first = start_batch if epoch == start_epoch else 0
+                if first == 0:
+                    running = [0.0, 0.0, 0.0]
+                order.set_epoch(epoch, skip=first * cfg.batch_size)
+                epoch_task = bars.add_task(
+                    f"epoch {epoch + 1}/{cfg.epochs}", total=micro_per_epoch, completed=first, info=""
+                )
+                model.train()
+                if on_epoch_start is not None:
+                    on_epoch_start(epoch)
+                batches, i, seen0 = iter(loader), first, running[2]
+                while i < micro_per_epoch:
+                    group = [next(batches) for _ in range(min(cfg.accum_steps, micro_per_epoch - i))]
+                    group = [(x.to(dist.device, non_blocking=True), y.to(dist.device)) for x, y in group]
+                    scheduler.step_update(step)
+                    loss_sum, correct = _optimizer_step(net, model, optimizer, group, criterion, cfg, amp)
+                    i += len(group)
+                    step += 1
+                    if ema is not None:
+                        ema.update(model)
+                    n = sum(len(y) for _, y in group)
+                    running = [running[0] + loss_sum, running[1] + correct, running[2] + n]
+                    if not math.isfinite(loss_sum):
+                        raise EdgeVitError(
+                            f"training diverged: loss is {loss_sum / n} at epoch {epoch + 1} step {step}; "
+                            "lower train.lr or set train.grad_clip"
+                        )
+                    lr = _base(optimizer).param_groups[0]["lr"]
+                    rate = (running[2] - seen0) * dist.world / (time.perf_counter() - t0)
+                    bars.update(
+                        epoch_task,
+                        completed=i,
+                        info=f"loss {running[0] / running[2]:.3f} lr {lr:.2e} {rate:.0f} img/s",
+                    )
+                    log.scalars(step, **{"train/loss": loss_sum / n, "train/lr": lr, "train/img_per_s": rate})
+                    if cfg.ckpt_every_steps and step % cfg.ckpt_every_steps == 0 and i < micro_per_epoch:
+                        checkpoint(epoch, i)
+                    if on_step_end is not None:
+                        on_step_end(step, loss_sum / n)
+                loss_total, correct_total, seen_total = dist.sum(running)
+                final_raw, final_ema = None, None
+                if dist.main:
+                    final_raw = top1(*predict(model, data.val))
+                    final_ema = top1(*predict(ema.module, data.val)) if ema is not None else None
+                final_raw, final_ema = dist.broadcast((final_raw, final_ema))
+                final = final_ema if ema is not None else final_raw
+                best = max(best, final)
+                rows.append(
+                    {
+                        "epoch": epoch + 1,
+                        "lr": _base(optimizer).param_groups[0]["lr"],
+                        "train_loss": loss_total / seen_total,
+                        "train_top1": 100.0 * correct_total / seen_total,
+                        "val_top1": final,
+                        **({"val_top1_raw": final_raw} if ema is not None else {}),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+                log.epoch(rows, step)
+                checkpoint(epoch + 1, 0)
+                bars.remove_task(epoch_task)
+                bars.update(run_task, advance=1, info=f"val top-1 {final:.2f}% (best {best:.2f}%)")
+        log.close()
+    finally:
+        model.cpu()
+        if dist.owns_group:
+            torch.distributed.destroy_process_group()
+    ema_model = ema.module.cpu() if ema is not None else None
+    return TrainResult(best, final, len(rows), out_dir, final_raw, ema_model)
+
+
+def _optimizer_step(
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    group: list[tuple[torch.Tensor, torch.Tensor]],
+    criterion: LossFn,
+    cfg: TrainConfig,
+    amp: contextlib.AbstractContextManager,
+) -> tuple[float, float]:
+    """One optimizer step over the micro-batches of ``group`` (SAM: two passes); returns (loss sum, correct)."""
+    total = sum(len(y) for _, y in group)
+
+    def accumulate() -> tuple[float, float]:
+        loss_sum, correct = 0.0, 0.0
+        for j, (x, y) in enumerate(group):
+            last = j == len(group) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
+            with sync:
+                with amp:
+                    out = net(x)
+                    loss = criterion(out, y, x)
+                (loss * (len(y) / total)).backward()  # the group's mean loss, micro-batches of any size
+            logits = out[0] if isinstance(out, tuple) else out
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(-1) == (y if y.ndim == 1 else y.argmax(-1))).sum().item()
+        return loss_sum, correct
+
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, correct = accumulate()
+    if cfg.optimizer.sam is not None:
+        from edgevit.train.sam import disable_running_stats
+
+        optimizer.first_step(zero_grad=True)
+        with disable_running_stats(model):
+            accumulate()
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    if cfg.optimizer.sam is not None:
+        optimizer.second_step(zero_grad=True)
+    else:
+        optimizer.step()
+    return loss_sum, correct
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with what JSON cannot hold (tensors, generators) dropped."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items() if _jsonable(v) is not _DROP}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return _DROP
+
+
+_DROP = object()
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
