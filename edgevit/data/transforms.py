@@ -163,6 +163,31 @@ def three_augment(img_mean: Sequence[int] = (128, 128, 128)) -> Callable[[Any], 
     return auto_augment_transform("3a", {"img_mean": tuple(img_mean)})
 
 
+def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's posterize, but 0 bits gives the black image (Pillow >= 10 raises on 0; older Pillow returned black)."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _pillow_safe(rand_augment: Any) -> Any:
+    """Swap timm's posterize for :func:`_posterize` in a RandAugment.
+
+    timm maps magnitudes near 10 (``PosterizeIncreasing``, e.g. ``rand-m9-mstd0.5-inc1`` when the magnitude
+    noise reaches 10) and below 2.5 (``Posterize``) to 0 bits, which current Pillow rejects with ValueError.
+    """
+    from timm.data import auto_augment
+
+    for op in rand_augment.ops:
+        if op.aug_fn is auto_augment.posterize:
+            op.aug_fn = _posterize
+    return rand_augment
+
+
 def build_train_transform(
     cfg: AugConfig, img_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> Callable[[Any], torch.Tensor]:
@@ -204,7 +229,7 @@ def build_train_transform(
             "img_mean": img_mean,
             "interpolation": str_to_pil_interp(cfg.interpolation),
         }
-        tfl += [ToPIL(), rand_augment_transform(cfg.rand_augment, hparams)]
+        tfl += [ToPIL(), _pillow_safe(rand_augment_transform(cfg.rand_augment, hparams))]
     if cfg.three_augment:
         tfl += [ToPIL(), three_augment(img_mean)]
     if cfg.color_jitter:
