@@ -1,0 +1,228 @@
+"""The train loop's machinery: exact resume, crash-safe checkpoints, EMA, accumulation, bf16, DDP, config."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import ROOT
+from torch.utils.data import Subset
+
+from edgevit import EdgeVitError, create_model
+from edgevit.data import DataSplits
+from edgevit.recipe import Recipe
+from edgevit.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from edgevit.train.loop import EpochOrder
+
+
+def _small(digits32, n_train=96, n_val=64):
+    return DataSplits(Subset(digits32.train, range(n_train)), Subset(digits32.val, range(n_val)), digits32.classes)
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=10, **kw)
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_killed_mid_epoch_resumes_bit_identical(digits32, tmp_path):
+    """Dropout, drop-path and EMA on; a run interrupted at step 9 (epoch 2) resumes from its step-8 checkpoint."""
+    data = _small(digits32)  # 96 images / 16 = 6 steps per epoch
+    cfg = TrainConfig(epochs=2, batch_size=16, warmup_epochs=0.5, ckpt_every_steps=4, ema_decay=0.9)
+    kw = {"drop_rate": 0.1, "drop_path_rate": 0.2}
+    full = _model(**kw)
+    ref = train(full, data, cfg, tmp_path / "a", seed=3, progress=False)
+
+    def stop(step, loss):
+        if step == 9:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(_model(**kw), data, cfg, tmp_path / "b", seed=3, progress=False, on_step_end=stop)
+    state = json.loads((tmp_path / "b/checkpoints/last.json").read_text())
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 8)  # epoch 2, after its 2nd batch
+    resumed = _model(**kw)
+    res = train(resumed, data, cfg, tmp_path / "b", seed=3, resume=True, progress=False)
+    _assert_same(full.state_dict(), resumed.state_dict())
+    _assert_same(ref.ema_model.state_dict(), res.ema_model.state_dict())
+    rows_a = list(csv.DictReader(open(tmp_path / "a/metrics.csv")))
+    rows_b = list(csv.DictReader(open(tmp_path / "b/metrics.csv")))
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+    config = json.loads((tmp_path / "a/checkpoints/config.json").read_text())
+    assert config["train"]["ema_decay"] == 0.9 and config["effective_batch"] == 16
+    assert list((tmp_path / "a/tb").glob("events.out.tfevents.*"))  # TensorBoard events
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, tiny_vit, monkeypatch):
+    import edgevit.train.checkpoint as ckpt
+
+    save_checkpoint(tmp_path, tiny_vit, None, {"epoch": 1})
+    old = {k: v.clone() for k, v in tiny_vit.state_dict().items()}
+    with torch.no_grad():
+        tiny_vit.head.weight.add_(1.0)
+
+    def crash(path, obj):
+        raise KeyboardInterrupt  # killed after the tensors were staged, before the commit record
+
+    monkeypatch.setattr(ckpt, "write_json_atomic", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, tiny_vit, None, {"epoch": 2})
+    monkeypatch.undo()
+    fresh = _model()
+    assert load_checkpoint(tmp_path, fresh)["epoch"] == 1
+    _assert_same(old, fresh.state_dict())
+    assert not list(tmp_path.glob("last.next*"))  # the uncommitted staging is gone
+
+    # killed after the commit record, before the renames: the next load finishes the save
+    save_checkpoint(tmp_path, tiny_vit, None, {"epoch": 2}, name="next_probe")  # the staged files of a commit
+    for f in tmp_path.glob("next_probe*"):
+        f.rename(tmp_path / f.name.replace("next_probe", "last.next"))
+    assert load_checkpoint(tmp_path, fresh)["epoch"] == 2
+    assert torch.equal(fresh.head.weight, tiny_vit.head.weight)
+
+
+def test_ema_follows_its_decay(digits32, tmp_path):
+    d, model = 0.8, _model()
+    ema = {k: v.clone() for k, v in model.state_dict().items()}  # e_0 = w_0
+
+    def update(step, loss):
+        for k, w in model.state_dict().items():
+            ema[k] = d * ema[k] + (1 - d) * w  # e_t = d * e_{t-1} + (1 - d) * w_t
+
+    cfg = TrainConfig(epochs=1, batch_size=32, ema_decay=d, tensorboard=False)
+    res = train(model, _small(digits32), cfg, tmp_path, progress=False, on_step_end=update)
+    got = res.ema_model.state_dict()
+    for k in ema:
+        torch.testing.assert_close(got[k], ema[k], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(got["head.weight"], model.head.weight)
+    row = next(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert float(row["val_top1"]) == res.final_val_top1 and float(row["val_top1_raw"]) == res.final_val_top1_raw
+
+
+def test_accumulation_matches_the_large_batch(digits32, tmp_path):
+    data, losses = _small(digits32), {}
+    for bs, accum in ((32, 1), (16, 2)):
+        model = _model()
+        cfg = TrainConfig(  # SGD: unlike Adam's, its update shows a wrongly scaled gradient
+            epochs=1, batch_size=bs, accum_steps=accum, lr=0.1, optimizer={"name": "sgd"}, tensorboard=False
+        )
+        train(model, data, cfg, tmp_path / str(bs), progress=False)
+        losses[bs] = float(next(csv.DictReader(open(tmp_path / str(bs) / "metrics.csv")))["train_loss"])
+        if accum == 1:
+            big = model.state_dict()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, big[k], rtol=1e-4, atol=2e-6)
+    assert losses[16] == pytest.approx(losses[32], rel=1e-5)
+    assert json.loads((tmp_path / "16/checkpoints/config.json").read_text())["steps_per_epoch"] == 3
+
+
+def test_bf16_autocast_trains(digits32, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=32, amp="bf16", tensorboard=False)
+    model = _model()
+    res = train(model, _small(digits32, n_train=64, n_val=32), cfg, tmp_path, progress=False)
+    row = next(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert model.head.weight.dtype == torch.float32 and res.final_val_top1 >= 0 and float(row["train_loss"]) < 5
+
+
+def test_epoch_order_shards_the_single_process_permutation():
+    one = EpochOrder(10, seed=1)
+    one.set_epoch(3)
+    ranks = [EpochOrder(10, seed=1, rank=r, world=2) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(3)
+    assert sorted(ranks[0].indices() + ranks[1].indices()) == sorted(one.indices())
+    assert one.indices()[:4] == [
+        ranks[0].indices()[0],
+        ranks[1].indices()[0],
+        ranks[0].indices()[1],
+        ranks[1].indices()[1],
+    ]
+    one.set_epoch(3, skip=4)
+    assert list(one) == one.indices()[4:] and len(one) == 6
+
+
+_DDP_SCRIPT = """
+import json, os, sys, torch
+from torch.utils.data import Subset
+from edgevit import create_model
+from edgevit.data import DataSplits, digits
+from edgevit.train import TrainConfig, train
+
+out, batch = sys.argv[1], int(sys.argv[2])
+torch.set_num_threads(1)
+d = digits(img_size=32)
+data = DataSplits(Subset(d.train, range(128)), Subset(d.val, range(64)), d.classes)
+torch.manual_seed(0)
+model = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=10)
+cfg = TrainConfig(epochs=2, batch_size=batch, lr=0.05, optimizer={"name": "sgd"}, tensorboard=False)
+losses = []
+train(model, data, cfg, out, seed=0, progress=False, on_step_end=lambda s, l: losses.append(l))
+rank = int(os.environ.get("RANK", "0"))
+torch.save(model.state_dict(), f"{out}/weights_{rank}.pt")
+json.dump(losses, open(out + "/losses.json", "w"))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(_DDP_SCRIPT))
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    for cmd, out in (
+        ([sys.executable, str(script)], tmp_path / "one"),
+        ([*launch, str(_free_port()), str(script)], tmp_path / "two"),
+    ):
+        out.mkdir()
+        batch = "32" if out.name == "one" else "16"  # the same global batch
+        proc = subprocess.run([*cmd, str(out), batch], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {n: list(csv.DictReader(open(tmp_path / n / "metrics.csv"))) for n in ("one", "two")}
+    for a, b in zip(rows["one"], rows["two"], strict=True):  # epoch losses: all-reduced over both ranks
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-4)
+        assert float(a["val_top1"]) == pytest.approx(float(b["val_top1"]), abs=1.6)  # at most one of 64 flips
+    w1 = torch.load(tmp_path / "one/weights_0.pt")
+    for rank in (0, 1):
+        w2 = torch.load(tmp_path / f"two/weights_{rank}.pt")
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+    assert len(json.loads((tmp_path / "two/losses.json").read_text())) == 8  # 2 epochs x 128 / 32
+    assert json.loads((tmp_path / "two/checkpoints/config.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize(
+    ("train_section", "key"),
+    [
+        ({"optimizer": {"sam": {"rho": -0.1}}}, "train.optimizer.sam.rho"),
+        ({"optimizer": {"name": "lion"}}, "train.optimizer.name"),
+        ({"ema": 0.99}, "train.ema"),
+        ({"ema_decay": 1.5}, "train.ema_decay"),
+        ({"amp": "fp8"}, "train.amp"),
+        ({"accum_steps": "two"}, "train.accum_steps"),
+        ({"drop_path": -0.1}, "train.drop_path"),
+    ],
+)
+def test_bad_train_keys_fail_naming_the_key(train_section, key):
+    with pytest.raises(EdgeVitError, match=f"recipe key '{key}'"):
+        Recipe.from_dict({"model": {"name": "vit_tiny_patch16"}, "train": train_section})
