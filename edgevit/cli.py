@@ -249,17 +249,65 @@ def _calibration(calib_dir: Path | None, size: int, mean, std, n: int):
 
 
 @app.command("parity")
-def parity_cmd(run_dir: Path = typer.Argument(..., help="A run directory with artifacts/manifest.json.")) -> None:
+def parity_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory with artifacts/manifest.json."),
+    device: str = typer.Option(
+        "host", help="Where artifacts run: host, or an emulated target (`edgevit target list`; set it up first)."
+    ),
+    cache: Path | None = typer.Option(None, help="The emulated target's cache (default: as `edgevit target setup`)."),
+) -> None:
     """Re-check every artifact of RUN_DIR against its PyTorch model on the whole validation split.
 
-    Writes parity.json and report.md; exits 1 when any artifact misses its tolerance (use it as a CI gate).
+    Writes parity.json and report.md (parity-DEVICE.json and report-DEVICE.md for --device); exits 1 when any
+    artifact misses its tolerance (use it as a CI gate). On an emulated device each artifact is also compared with
+    its own host run, and latency is not measured.
     """
     from edgevit.recipe import stage_parity
 
-    report, md = stage_parity(run_dir)
+    report, md = stage_parity(run_dir, device=device, cache=cache)
     _summary(report, md)
     if not report.passed:
         raise typer.Exit(1)
+
+
+target_app = typer.Typer(help="Emulated device targets for `edgevit parity --device`.", no_args_is_help=True)
+app.add_typer(target_app, name="target")
+
+
+@target_app.command("list")
+def target_list_cmd() -> None:
+    """The emulated targets, their cache directories and whether they are set up."""
+    from edgevit.targets import get_target, list_targets
+
+    for name in list_targets():
+        t = get_target(name)
+        missing = t.pending()
+        state = "ready" if not missing else f"not set up (missing: {', '.join(missing)})"
+        typer.echo(f"{name}\t{state}\t{t.cache}\t{t.description}")
+
+
+@target_app.command("setup")
+def target_setup_cmd(
+    name: str = typer.Argument(..., help="The target, e.g. android-arm64 (see `edgevit target list`)."),
+    cache: Path | None = typer.Option(
+        None, help="Cache directory (default $EDGEVIT_CACHE/targets/NAME or ~/.cache/edgevit/targets/NAME)."
+    ),
+    mirror: str | None = typer.Option(
+        None, help="Debian mirror URL (default $EDGEVIT_DEBIAN_MIRROR or deb.debian.org)."
+    ),
+) -> None:
+    """Download and cache what NAME needs (emulator, sysroot, runtimes); re-running it is a no-op."""
+    import time
+
+    from edgevit.targets import get_target
+
+    t = get_target(name, cache)
+    if mirror:
+        t.mirror = mirror.rstrip("/")
+    t0 = time.perf_counter()
+    ran = t.setup()
+    took = f" in {time.perf_counter() - t0:.0f} s" if ran else ""
+    _echo(f"{name} ready in {t.cache}{took} ({'built: ' + ', '.join(ran) if ran else 'already set up'})")
 
 
 @app.command("prune")
@@ -364,7 +412,8 @@ def _summary(report, md: Path) -> None:
     from rich.table import Table
 
     ref = report.reference
-    table = Table(title=f"parity vs PyTorch fp32 (top-1 {ref['top1']:.2f}%, {report.num_images} val images)")
+    where = "" if report.device["name"] == "host" else f"on {report.device['name']}, "
+    table = Table(title=f"parity {where}vs PyTorch fp32 (top-1 {ref['top1']:.2f}%, {report.num_images} val images)")
     for col in ("backend", "precision", "top-1 %", "agreement", "max abs err", "latency ms", "result"):
         table.add_column(col)
     for a in report.artifacts:
@@ -378,7 +427,7 @@ def _summary(report, md: Path) -> None:
             f"{a['top1']:.2f}",
             f"{a['agreement']:.4f}",
             f"{a['max_abs_err']:.2e}",
-            f"{a['latency_ms']['median']:.3f}",
+            f"{a['latency_ms']['median']:.3f}" if a["latency_ms"] else "– (emulated)",
             result,
         )
     Console(stderr=True).print(table)

@@ -465,9 +465,20 @@ def _plan_mixed_precision(model, data: DataSplits, calib: torch.Tensor, ptq: PTQ
     return plan_mixed_precision(model, quantizer("int8"), calib, images, labels, ptq.max_drop, progress=progress)
 
 
-def stage_parity(run_dir: str | Path, progress: bool = True) -> tuple[ParityReport, Path]:
-    """Check every artifact in the run's manifest on the whole validation split; write the reports."""
+def stage_parity(
+    run_dir: str | Path, progress: bool = True, device: str | None = None, cache: str | Path | None = None
+) -> tuple[ParityReport, Path]:
+    """Check every artifact in the run's manifest on the whole validation split; write the reports.
+
+    ``device`` (default ``host``) is where the artifacts run (:func:`edgevit.parity.devices.get_device`; an
+    emulated target is read from ``cache``, default its usual cache); its reports are ``parity-DEVICE.json`` and
+    ``report-DEVICE.md``, beside the host's ``parity.json`` and ``report.md``.
+    """
+    from edgevit.parity.devices import get_device
+
     run_dir = Path(run_dir)
+    dev = get_device(device, cache)
+    dev.ensure_ready()  # before minutes of work, not after
     recipe, model, data, _ = _trained(run_dir)
     artifacts = [Artifact.from_json(a, root=run_dir) for a in _manifest(run_dir)["artifacts"]]
     if not artifacts:
@@ -479,7 +490,7 @@ def stage_parity(run_dir: str | Path, progress: bool = True) -> tuple[ParityRepo
     def reference(x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).numpy()
 
-    report = check(artifacts, images, labels, reference, recipe.parity, progress=progress)
+    report = check(artifacts, images, labels, reference, recipe.parity, progress=progress, device=dev)
     for entry in report.artifacts:
         entry["path"] = str(Path(entry["path"]).relative_to(run_dir))
     _, md = write_report(report, run_dir)

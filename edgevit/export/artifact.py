@@ -35,6 +35,10 @@ class NotRunnable(Exception):
     """The artifact is valid but cannot execute on this host (e.g. Core ML off macOS)."""
 
 
+class RunFailed(Exception):
+    """The artifact's runtime crashed or failed while running it (e.g. on an emulated device); a parity failure."""
+
+
 def backend_module(name: str):
     """The module implementing backend ``name``."""
     if name not in BACKENDS:

@@ -20,11 +20,20 @@ writes ``parity.json`` (schema below) and ``report.md``.
         "cosine": float,            # mean over images of the logit-vector cosine similarity
         "latency_ms": {"median": float, "p90": float, "runs": int, "warmup": int},
         "passed": bool | null,      # null when not runnable
-        "failures": [str], "tolerance": {...}
-      }]
+        "failures": [str], "tolerance": {...},
+        "vs_host": {...} | null     # emulated devices only, see below
+      }],
+      "device": {"name": str, "emulated": bool, "description": str, ...}
     }
 
-Metrics are null for an artifact that cannot run on this host; it is listed, never dropped.
+Metrics are null for an artifact that cannot run on this device; it is listed, never dropped.
+
+On an emulated device (``check(..., device=get_device("android-arm64"))``, see :mod:`edgevit.parity.devices`)
+the metrics above compare the device's logits with PyTorch as usual, ``latency_ms`` is null (time under
+emulation is not device time), and ``vs_host`` compares them with the same artifact run on this host:
+``{"agreement", "max_abs_err", "mean_abs_err", "cosine", "passed", "failures", "tolerance"}``, judged by the
+device tolerances (:data:`DEFAULT_DEVICE_TOLERANCES`, overridable as ``parity.device_tolerances``). An
+artifact passes when both comparisons pass; a runtime crash on the device is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgevit._utils import path_size, progress_bar, write_json_atomic, write_text_atomic
-from edgevit.export.artifact import Artifact, NotRunnable
+from edgevit.export.artifact import Artifact, NotRunnable, RunFailed
 
 SCHEMA_VERSION = 1
 
@@ -66,6 +75,26 @@ DEFAULT_TOLERANCES = {
 }
 
 
+class DeviceTolerance(BaseModel):
+    """Pass criteria for a device's logits vs the host run of the same artifact (same graph, other kernels)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_agreement: float = Field(ge=0, le=1, description="fraction of images with the host run's top-1 class")
+    max_abs_err: float | None = Field(None, ge=0, description="largest allowed |logit difference| (None: no limit)")
+
+
+# fp32: the same fp32 graph on NEON instead of AVX kernels differs only by accumulation order and FMA contraction
+# (measured ~1e-6 on the quickstart ViT); quantized graphs can round an int8 activation differently and flip
+# a near-tied image, so they are judged by argmax agreement only.
+DEFAULT_DEVICE_TOLERANCES = {
+    "fp32": DeviceTolerance(min_agreement=1.0, max_abs_err=1e-4),
+    "fp16": DeviceTolerance(min_agreement=0.99),
+    "int8": DeviceTolerance(min_agreement=0.99),
+    "int8-dynamic": DeviceTolerance(min_agreement=0.99),
+}
+
+
 class ParityConfig(BaseModel):
     """How parity runs (the ``parity:`` section of a recipe)."""
 
@@ -75,10 +104,19 @@ class ParityConfig(BaseModel):
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=1, description="timed runs for the latency distribution")
     tolerances: dict[str, Tolerance] = Field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    device_tolerances: dict[str, DeviceTolerance] = Field(
+        default_factory=lambda: dict(DEFAULT_DEVICE_TOLERANCES),
+        description="an emulated device's logits vs the host run of the same artifact, per precision",
+    )
 
     def tolerance(self, precision: str) -> Tolerance:
         """The tolerance for ``precision``, falling back to the defaults."""
         return self.tolerances.get(precision) or DEFAULT_TOLERANCES[precision]
+
+    def device_tolerance(self, precision: str) -> DeviceTolerance:
+        """The device-vs-host tolerance for ``precision`` (defaults: fp32 near-identical, else 99% agreement)."""
+        tol = self.device_tolerances.get(precision) or DEFAULT_DEVICE_TOLERANCES.get(precision)
+        return tol or DeviceTolerance(min_agreement=0.99)
 
 
 @dataclass
@@ -89,6 +127,7 @@ class ParityReport:
     threads: int
     reference: dict[str, Any]
     artifacts: list[dict[str, Any]] = field(default_factory=list)
+    device: dict[str, Any] = field(default_factory=lambda: {"name": "host", "emulated": False})
 
     @property
     def passed(self) -> bool:
@@ -103,6 +142,7 @@ class ParityReport:
             "reference": self.reference,
             "passed": self.passed,
             "artifacts": self.artifacts,
+            "device": self.device,
         }
 
 
@@ -163,6 +203,16 @@ def judge(m: dict[str, float], reference_top1: float, tol: Tolerance) -> list[st
     return failures
 
 
+def judge_vs_host(m: dict[str, float], tol: DeviceTolerance) -> list[str]:
+    """The device-vs-host tolerance violations of metrics ``m`` (empty when it passes)."""
+    failures = []
+    if m["agreement"] < tol.min_agreement:
+        failures.append(f"agreement with host run {m['agreement']:.4f} < {tol.min_agreement}")
+    if tol.max_abs_err is not None and m["max_abs_err"] > tol.max_abs_err:
+        failures.append(f"max abs diff from host run {m['max_abs_err']:.2e} > {tol.max_abs_err:.0e}")
+    return failures
+
+
 def check(
     artifacts: list[Artifact],
     images: np.ndarray,
@@ -170,6 +220,7 @@ def check(
     reference: Callable[[np.ndarray], np.ndarray],
     config: ParityConfig,
     progress: bool = True,
+    device=None,
 ) -> ParityReport:
     """Run the reference and every artifact over ``images`` (batch 1) and judge each against its tolerance.
 
@@ -180,11 +231,17 @@ def check(
         reference: the fp32 PyTorch model as a runner (``[1, C, H, W] -> [1, K]``).
         config: threads, latency runs and tolerances.
         progress: show progress bars.
+        device: where the artifacts run (:func:`edgevit.parity.devices.get_device`); default this host. On an
+            emulated device each artifact is also run on the host, and the two runs are compared.
 
     Returns:
         A :class:`ParityReport`.
     """
     import torch
+
+    from edgevit.parity.devices import HOST
+
+    device = device or HOST
 
     torch.set_num_threads(config.threads)
     ref_logits = run_all(reference, images, "pytorch fp32 (reference)", progress)
@@ -198,6 +255,7 @@ def check(
             "top1": ref_top1,
             "latency_ms": latency(reference, images[0], config.warmup, config.runs),
         },
+        device=device.to_json(),
     )
     for art in artifacts:
         tol = config.tolerance(art.precision)
@@ -219,19 +277,47 @@ def check(
             "failures": [],
             "tolerance": tol.model_dump(),
         }
+        if device.emulated:
+            entry["vs_host"] = None
         try:
-            runner = art.load(config.threads)
+            logits, entry["latency_ms"] = device.run(art, images, config, progress)
         except NotRunnable as e:
             entry.update(runnable=False, reason=str(e))
             report.artifacts.append(entry)
             continue
-        logits = run_all(runner, images, f"{art.backend} {art.precision}", progress)
+        except RunFailed as e:  # a crash on the device is what this check exists to find
+            entry.update(passed=False, failures=[str(e)])
+            report.artifacts.append(entry)
+            continue
         entry.update(metrics(logits, ref_logits, labels))
-        entry["latency_ms"] = latency(runner, images[0], config.warmup, config.runs)
         entry["failures"] = judge(entry, ref_top1, tol)
+        if device.emulated:
+            entry["vs_host"] = _vs_host(art, logits, images, labels, config, progress)
+            entry["failures"] += entry["vs_host"]["failures"]
         entry["passed"] = not entry["failures"]
         report.artifacts.append(entry)
     return report
+
+
+def _vs_host(art: Artifact, logits, images, labels, config: ParityConfig, progress: bool) -> dict[str, Any]:
+    """The device's ``logits`` vs the same artifact run on this host, judged by the device tolerance."""
+    tol = config.device_tolerance(art.precision)
+    out: dict[str, Any] = {"tolerance": tol.model_dump()}
+    try:
+        host = run_all(art.load(config.threads), images, f"{art.backend} {art.precision} (host)", progress)
+    except NotRunnable as e:
+        return out | {
+            "agreement": None,
+            "max_abs_err": None,
+            "mean_abs_err": None,
+            "cosine": None,
+            "passed": None,
+            "failures": [],
+            "reason": f"no host run to compare with: {e}",
+        }
+    m = {k: v for k, v in metrics(logits, host, labels).items() if k != "top1"}
+    failures = judge_vs_host(m, tol)
+    return out | m | {"passed": not failures, "failures": failures}
 
 
 def _quantizer_label(info: dict[str, Any]) -> str | None:
@@ -245,17 +331,26 @@ def _quantizer_label(info: dict[str, Any]) -> str | None:
     return f"{info['quantizer']} via NNCF ({', '.join(opts)})"
 
 
+def report_names(device: str = "host") -> tuple[str, str]:
+    """``(parity.json, report.md)`` for the host; ``(parity-DEVICE.json, report-DEVICE.md)`` for another device,
+    so a device check never overwrites the host report (and its latency, which ``compress-report`` reads)."""
+    return ("parity.json", "report.md") if device == "host" else (f"parity-{device}.json", f"report-{device}.md")
+
+
 def write_report(report: ParityReport, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``parity.json`` and ``report.md`` into ``out_dir`` atomically; return both paths."""
+    """Write the JSON and Markdown reports (names from :func:`report_names`) into ``out_dir`` atomically."""
     out_dir = Path(out_dir)
     doc = report.to_json()
-    json_path = write_json_atomic(out_dir / "parity.json", doc)
-    md_path = write_text_atomic(out_dir / "report.md", render_markdown(doc))
+    json_name, md_name = report_names(report.device["name"])
+    json_path = write_json_atomic(out_dir / json_name, doc)
+    md_path = write_text_atomic(out_dir / md_name, render_markdown(doc))
     return json_path, md_path
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
     """The parity table as Markdown, latency as a ratio to the PyTorch reference measured in the same run."""
+    if (doc.get("device") or {}).get("emulated"):
+        return _render_device_markdown(doc)
     ref = doc["reference"]
     ref_ms = ref["latency_ms"]["median"]
     lines = [
@@ -298,4 +393,67 @@ def render_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_TOLERANCES", "ParityConfig", "ParityReport", "Tolerance", "check", "metrics", "write_report"]
+def _render_device_markdown(doc: dict[str, Any]) -> str:
+    """The report of an emulated device: each artifact vs PyTorch and vs its own host run; no latency."""
+    dev, ref = doc["device"], doc["reference"]
+    lines = [
+        f"# Parity report: {dev['name']}",
+        "",
+        f"Device: {dev['description']}. {dev['note']}",
+        "",
+        f"{doc['num_images']} validation images, batch 1, {doc['threads']} threads. Reference: PyTorch fp32 on "
+        f'this host, top-1 {ref["top1"]:.2f}%. "ARM64 vs x86": the same artifact run by the host (x86-64) build '
+        "of its runtime.",
+        "",
+        f"**Overall: {'PASS' if doc['passed'] else 'FAIL'}**",
+        "",
+        "| backend | precision | quantizer | runs here | ARM64 vs x86: agreement | max abs diff | mean abs diff "
+        "| ARM64 vs PyTorch: top-1 % | agreement | max abs err | cosine | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    for a in doc["artifacts"]:
+        host = a.get("vs_host") or {}
+        result = "not run: " + a["reason"] if not a["runnable"] else ("pass" if a["passed"] else "FAIL")
+        if a["failures"]:
+            result += " (" + "; ".join(a["failures"]) + ")"
+        if host.get("reason"):
+            result += f" ({host['reason']})"
+        lines.append(
+            f"| {a['backend']} | {a['precision']} | {a.get('quantizer') or '–'} | {'yes' if a['runnable'] else 'no'} "
+            f"| {f(host.get('agreement'), '.4f')} | {f(host.get('max_abs_err'), '.2e')} "
+            f"| {f(host.get('mean_abs_err'), '.2e')} | {f(a['top1'], '.2f')} | {f(a['agreement'], '.4f')} "
+            f"| {f(a['max_abs_err'], '.2e')} | {f(a['cosine'], '.6f')} | {result} |"
+        )
+    tols = {
+        p: t for a in doc["artifacts"] if a.get("vs_host") for p, t in [(a["precision"], a["vs_host"]["tolerance"])]
+    }
+    tol_text = "; ".join(
+        f"{p}: agreement ≥ {t['min_agreement']}"
+        + (f", max abs diff ≤ {t['max_abs_err']:.0e}" if t["max_abs_err"] else "")
+        for p, t in tols.items()
+    )
+    lines += [
+        "",
+        "ARM64 vs x86 thresholds (parity.device_tolerances): " + (tol_text or "–") + ". ARM64 vs PyTorch: the "
+        "recipe's usual tolerances. Agreement: fraction of images with the same top-1 class.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "DEFAULT_DEVICE_TOLERANCES",
+    "DEFAULT_TOLERANCES",
+    "DeviceTolerance",
+    "ParityConfig",
+    "ParityReport",
+    "Tolerance",
+    "check",
+    "metrics",
+    "report_names",
+    "write_report",
+]
