@@ -89,7 +89,7 @@ def test_three_augment_applies_exactly_one_of_its_ops_per_image(images):
     random.seed(0)
     x, _ = images
     counts = dict.fromkeys(["Desaturate", "GaussianBlurRand", "Solarize"], 0)
-    for i in range(300):
+    for i in range(240):
         img = _tinted(x[i])
         calls.clear()
         out = three(img)
@@ -105,7 +105,7 @@ def test_three_augment_applies_exactly_one_of_its_ops_per_image(images):
         calls.clear()
         tf(x[i].clone())  # the whole pipeline also applies exactly one
         assert len(calls) == 1
-    assert all(70 <= c <= 130 for c in counts.values()), counts  # uniform: 100 each expected
+    assert all(55 <= c <= 105 for c in counts.values()), counts  # uniform: 80 each expected (sd 7.3)
 
 
 def test_simple_random_crop_keeps_the_aspect_ratio_then_pads_and_crops(images):
