@@ -154,6 +154,22 @@ def test_mixup_and_cutmix_targets_sum_to_one(digits32):
             torch.testing.assert_close(target.sum(1), torch.ones(32))
 
 
+def test_odd_batches_mix_all_but_the_last_image(digits32):
+    x = torch.stack([digits32.train[i][0] for i in range(31)])
+    y = torch.stack([digits32.train[i][1] for i in range(31)])
+    np.random.seed(3)
+    for mode in ("batch", "pair", "elem"):
+        mixup = build_mixup(AugConfig(mixup=0.8, cutmix=1.0, mixup_mode=mode, mixup_prob=1.0), 10, 0.1)
+        mixed, target = mixup(x.clone(), y)
+        assert mixed.shape == x.shape and target.shape == (31, 10)
+        torch.testing.assert_close(target.sum(1), torch.ones(31))
+        assert torch.equal(mixed[-1], x[-1])
+        expected_last = torch.full((10,), 0.01)
+        expected_last[y[-1]] = 0.91
+        torch.testing.assert_close(target[-1], expected_last)
+        assert not torch.equal(mixed[:-1], x[:-1])
+
+
 def _lams(target, y):
     """Each row's weight on its own label (the other image's label gets 1 - lam); labels must differ."""
     return target[torch.arange(len(y)), y]

@@ -243,15 +243,15 @@ def build_train_transform(
 def build_mixup(cfg: AugConfig, num_classes: int, label_smoothing: float = 0.0):
     """timm's batch-level Mixup/CutMix for ``cfg``, or ``None`` when both are off.
 
-    The returned ``mixup(images, labels) -> (mixed_images, soft_targets [B, num_classes])`` mixes ``images``
-    in place, needs an even batch size, draws from NumPy's global RNG and folds ``label_smoothing`` into the
-    targets; train it with :func:`build_criterion` (soft-target cross-entropy).
+    The returned ``mixup(images, labels) -> (mixed_images, soft_targets [B, num_classes])`` draws from
+    NumPy's global RNG, may change ``images`` in place, and folds ``label_smoothing`` into the targets; train
+    it with :func:`build_criterion` (soft-target cross-entropy). timm's Mixup needs an even batch; here an odd
+    batch (an epoch's last, without ``drop_last``) mixes all but its last image, which keeps its own
+    (smoothed) label.
     """
     if not cfg.mixes:
         return None
-    from timm.data import Mixup
-
-    return Mixup(
+    return _mixup_class()(
         mixup_alpha=cfg.mixup,
         cutmix_alpha=cfg.cutmix,
         prob=cfg.mixup_prob,
@@ -260,6 +260,23 @@ def build_mixup(cfg: AugConfig, num_classes: int, label_smoothing: float = 0.0):
         label_smoothing=label_smoothing,
         num_classes=num_classes,
     )
+
+
+def _mixup_class():
+    from timm.data import Mixup
+    from timm.data.mixup import mixup_target
+
+    class EvenMixup(Mixup):
+        """timm's Mixup; an odd batch mixes its first ``B - 1`` images and leaves the last one as it is."""
+
+        def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if len(x) % 2 == 0:
+                return super().__call__(x, target)
+            head, head_target = super().__call__(x[:-1], target[:-1])
+            last = mixup_target(target[-1:], self.num_classes, 1.0, self.label_smoothing)
+            return torch.cat([head, x[-1:]]), torch.cat([head_target, last.to(head_target)])
+
+    return EvenMixup
 
 
 def build_criterion(mixup: Any | None, label_smoothing: float = 0.0) -> nn.Module:
