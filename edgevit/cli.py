@@ -9,6 +9,7 @@ edgevit models 'vit_*'
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -130,13 +131,19 @@ def train_cmd(
     With --qat, an OUT that already holds a trained model is not retrained: QAT fine-tunes it with each
     backend's QAT quantizer (the backends of the recipe's `method: qat` targets, default executorch);
     --resume then continues an interrupted QAT run. `edgevit export OUT` lowers the QAT graphs.
+
+    Multi-process: `torchrun --nproc_per_node N -m edgevit.cli train RECIPE --out OUT` (DDP; train.batch_size
+    is per process). Progress, img/s and LR show live; OUT/tb holds TensorBoard events.
     """
     from edgevit.recipe import Recipe, stage_qat, stage_train
 
     r = Recipe.load(recipe)
     if not (qat and (out / "model.safetensors").is_file()):
-        top1 = stage_train(r, out, resume=resume)
-        _echo(f"val top-1 {top1:.2f}%  model: {out / 'model.safetensors'}")
+        main = os.environ.get("RANK", "0") == "0"  # under torchrun every process trains; rank 0 reports
+        top1 = stage_train(r, out, resume=resume, progress=main)
+        if main:
+            ema = " (EMA weights)" if r.train.ema_decay else ""
+            _echo(f"val top-1 {top1:.2f}%{ema}  model: {out / 'model.safetensors'}")
     if qat:
         for backend, top1 in stage_qat(out, resume=resume).items():
             _echo(f"QAT {backend}: val top-1 {top1:.2f}% (fake-quantized)  checkpoints: {out / 'qat' / backend}")

@@ -3,9 +3,11 @@
 Every stage reads and writes files in a run directory, so each CLI verb can run on its own::
 
     RUN/recipe.yaml               the resolved recipe (written first)
-    RUN/checkpoints/              last.{safetensors,optim.safetensors,json}, every epoch
-    RUN/metrics.csv               one row per epoch
-    RUN/model.{safetensors,json}  the trained model and how to rebuild it
+    RUN/checkpoints/              last.{safetensors,optim.safetensors,ema.safetensors,json} every epoch (and every
+                                  train.ckpt_every_steps steps), config.json: the resolved train config
+    RUN/metrics.csv, RUN/tb/      one row per epoch; TensorBoard events
+    RUN/model.{safetensors,json}  the trained model (the EMA weights when train.ema_decay is set) and how to
+                                  rebuild it
     RUN/artifacts/                exported files + manifest.json (input shape, mean/std, classes)
     RUN/parity.json, report.md    the parity report
 """
@@ -13,6 +15,7 @@ Every stage reads and writes files in a run directory, so each CLI verb can run 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgevit._utils import EdgeVitError, read_json, write_json_atomic, write_text_atomic
 from edgevit.data import DataSplits, build_dataset, calibration_batch
+from edgevit.data.transforms import AugConfig
 from edgevit.export import BACKENDS, DEFAULT_PRECISION, Artifact, backend_module, export
 from edgevit.models import create_model, list_models, load_model, save_model
 from edgevit.parity import ParityConfig, ParityReport, check, write_report
@@ -177,15 +181,25 @@ class Recipe(_Strict):
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def build_model_and_data(recipe: Recipe, num_classes: int | None = None) -> tuple[torch.nn.Module, DataSplits, dict]:
-    """The recipe's model (fresh weights) and its data, normalised with the model's own mean/std."""
+def build_model_and_data(
+    recipe: Recipe, num_classes: int | None = None, augment: bool = False
+) -> tuple[torch.nn.Module, DataSplits, dict]:
+    """The recipe's model (fresh weights) and its data, normalised with the model's own mean/std.
+
+    ``augment``: training images get the recipe's ``train.aug`` and the model ``train.drop_path`` (for
+    training; export, calibration and fine-tuning stages see the plain images).
+    """
     args = {"img_size": recipe.data.img_size, **recipe.model.args}
+    if augment and recipe.train.drop_path is not None:
+        args["drop_path_rate"] = recipe.train.drop_path
     probe = create_model(recipe.model.name, **args)
     cfg = probe.default_cfg
     kwargs: dict[str, Any] = {"img_size": recipe.data.img_size, "val_fraction": recipe.data.val_fraction}
     kwargs.update(seed=recipe.seed, mean=cfg["mean"], std=cfg["std"])
     if recipe.data.name == "imagefolder":
         kwargs["root"] = recipe.data.root
+    if augment:
+        kwargs["aug"] = recipe.train.aug
     data = build_dataset(recipe.data.name, **kwargs)
     args["num_classes"] = num_classes or len(data.classes)
     seed_everything(recipe.seed)
@@ -201,23 +215,79 @@ def load_run(run_dir: str | Path) -> Recipe:
 
 
 def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> float:
-    """Train the recipe's model; write ``model.safetensors``/``model.json``; return final val top-1 (%)."""
+    """Train the recipe's model; write ``model.safetensors``/``model.json``; return final val top-1 (%).
+
+    With ``train.ema_decay`` the saved model (the one exported) is the EMA of the weights, and its top-1 is
+    returned (``model.json`` also records the raw weights' ``val_top1_raw``). Under ``torchrun`` every process
+    trains its share and rank 0 writes the files. ``train.distill.teacher`` is loaded from its run directory.
+    """
     run_dir = Path(run_dir)
+    main = int(os.environ.get("RANK", "0")) == 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    recipe.save(run_dir / "recipe.yaml")
-    model, data, args = build_model_and_data(recipe)
-    result = train(model, data, recipe.train, run_dir, seed=recipe.seed, resume=resume, progress=progress)
-    save_model(
-        model,
-        recipe.model.name,
-        args,
-        run_dir / "model.safetensors",
-        classes=data.classes,
-        mean=list(model.default_cfg["mean"]),
-        std=list(model.default_cfg["std"]),
-        val_top1=result.final_val_top1,
+    if main:
+        recipe.save(run_dir / "recipe.yaml")
+    model, data, args = build_model_and_data(recipe, augment=True)
+    teacher = load_teacher(recipe.train.distill.teacher, model.default_cfg, data) if recipe.train.distill else None
+    result = train(
+        model, data, recipe.train, run_dir, seed=recipe.seed, resume=resume, progress=progress, teacher=teacher
     )
+    extra = {"val_top1_raw": result.final_val_top1_raw, "ema_decay": recipe.train.ema_decay} if result.ema_model else {}
+    if main:
+        save_model(
+            result.ema_model or model,
+            recipe.model.name,
+            {k: v for k, v in args.items() if k != "drop_path_rate"},  # training-only; eval ignores it
+            run_dir / "model.safetensors",
+            classes=data.classes,
+            mean=list(model.default_cfg["mean"]),
+            std=list(model.default_cfg["std"]),
+            val_top1=result.final_val_top1,
+            **extra,
+        )
     return result.final_val_top1
+
+
+class _Renormalize(torch.nn.Module):
+    """Feed a model trained with another mean/std: ``x`` normalised with (mean, std) -> the model's own."""
+
+    def __init__(self, model: torch.nn.Module, mean, std, model_mean, model_std):
+        super().__init__()
+        self.model = model
+        view = (1, -1, 1, 1)
+        self.register_buffer("scale", (torch.tensor(std) / torch.tensor(model_std)).view(view))
+        self.register_buffer(
+            "shift", ((torch.tensor(mean) - torch.tensor(model_mean)) / torch.tensor(model_std)).view(view)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.scale + self.shift)
+
+
+def load_teacher(path: str | Path, student_cfg: dict, data: DataSplits) -> torch.nn.Module:
+    """A trained edgevit model (run directory or ``model.safetensors``) as a distillation teacher, in eval mode.
+
+    Images are normalised for the student; a teacher trained with another mean/std is fed renormalised ones.
+
+    Raises:
+        EdgeVitError: no trained model there, or one trained on other classes.
+    """
+    p = Path(path)
+    if not (p / "model.safetensors").is_file() and not (p.suffix == ".safetensors" and p.is_file()):
+        raise EdgeVitError(
+            f"train.distill.teacher: {path} is not a trained run directory or model.safetensors; train the teacher "
+            f"first (`edgevit train TEACHER.yaml --out {path}`)"
+        )
+    teacher, meta = load_model(p)
+    if meta.get("classes") is not None and list(meta["classes"]) != list(data.classes):
+        raise EdgeVitError(
+            f"train.distill.teacher: {path} was trained on {len(meta['classes'])} other classes than this data's "
+            f"{len(data.classes)}"
+        )
+    mean, std = list(student_cfg["mean"]), list(student_cfg["std"])
+    t_mean, t_std = meta.get("mean", mean), meta.get("std", std)
+    if [float(v) for v in t_mean + t_std] != [float(v) for v in mean + std]:
+        teacher = _Renormalize(teacher, mean, std, t_mean, t_std)
+    return teacher.eval().requires_grad_(False)
 
 
 def qat_dir(run_dir: str | Path, backend: str) -> Path:
@@ -249,13 +319,21 @@ def stage_qat(
             qat_dir(run_dir, backend),
             example=_example(data),
             backend=backend,
-            train_cfg=recipe.train,
+            train_cfg=_finetune_base(recipe.train),
             seed=recipe.seed,
             resume=resume,
             progress=progress,
         )
         out[backend] = result.final_val_top1
     return out
+
+
+def _finetune_base(cfg: TrainConfig) -> TrainConfig:
+    """The train settings a fine-tuning stage (QAT) inherits: without the from-scratch-only parts (EMA,
+    Mixup/CutMix and augmentation, DeiT distillation, SAM, drop-path), which it has its own keys for."""
+    opt = cfg.optimizer.model_copy(update={"sam": None, "layer_decay": None})
+    update = {"ema_decay": None, "aug": AugConfig(), "distill": None, "optimizer": opt, "drop_path": None}
+    return cfg.model_copy(update=update)
 
 
 def _qat_graph(run_dir: Path, recipe: Recipe, model, example: torch.Tensor, backend: str):

@@ -33,12 +33,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgevit._utils import EdgeVitError, progress_bar, write_json_atomic, write_text_atomic
 from edgevit.data import DataSplits
+from edgevit.data.transforms import AugConfig, build_criterion, build_mixup
 from edgevit.train.checkpoint import load_checkpoint, load_part, save_checkpoint
+from edgevit.train.optim import create_optimizer, param_groups  # noqa: F401  (param_groups: re-exported)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(logits, labels, images) -> scalar loss``: a training objective other than cross-entropy."""
@@ -62,6 +64,18 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
     sam: SAMConfig | None = Field(None, description="wrap the optimizer in SAM (batch norm stats skip its 2nd pass)")
     layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay (fine-tuning)")
+
+
+class DistillConfig(_Strict):
+    """DeiT distillation through the student's distillation token (the ``train.distill:`` section).
+
+    The student must be a distilled ViT/DeiT (``deit_*_distilled``, or ``model.args: {distilled: true}``).
+    """
+
+    teacher: str = Field(description="run directory (or model.safetensors) of a trained edgevit model")
+    kind: Literal["hard", "soft"] = "hard"
+    tau: float = Field(1.0, gt=0, description="soft distillation's temperature")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term")
 
 
 class TrainConfig(_Strict):
@@ -91,6 +105,14 @@ class TrainConfig(_Strict):
     drop_path: float | None = Field(
         None, ge=0, lt=1, description="stochastic depth rate, passed to the model as drop_path_rate"
     )
+    aug: AugConfig = Field(default_factory=AugConfig, description="per-image augmentation and Mixup/CutMix")
+    distill: DistillConfig | None = Field(None, description="DeiT distillation from a trained teacher")
+
+    @model_validator(mode="after")
+    def _even_batch_for_mixup(self) -> TrainConfig:
+        if self.aug.mixes and self.batch_size % 2:
+            raise ValueError(f"batch_size must be even with Mixup/CutMix (they pair images), got {self.batch_size}")
+        return self
 
 
 @dataclass
@@ -114,17 +136,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no decay for biases, norm weights (any 1-D tensor) and ``model.no_weight_decay()`` names."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @torch.no_grad()
@@ -305,25 +316,18 @@ class _Log:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer of ``cfg.optimizer`` over :func:`param_groups` (wrapped in SAM when configured)."""
+    """The optimizer of ``cfg.optimizer`` (see :func:`edgevit.train.optim.create_optimizer`)."""
     o = cfg.optimizer
-    if o.layer_decay is not None:
-        raise EdgeVitError("train.optimizer.layer_decay needs edgevit.train.optim, which is not available yet")
-    groups = param_groups(model, cfg.weight_decay)
-    if o.name == "adamw":
-        cls, kw = torch.optim.AdamW, {"lr": cfg.lr, "betas": cfg.betas}
-    else:
-        cls, kw = torch.optim.SGD, {"lr": cfg.lr, "momentum": o.momentum, "nesterov": o.momentum > 0}
-    if o.sam is None:
-        return cls(groups, **kw)
-    from edgevit.train.sam import SAM
-
-    return SAM(groups, cls, rho=o.sam.rho, adaptive=o.sam.adaptive, **kw)
-
-
-def _base(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """The optimizer that holds the state (SAM's base optimizer, or the optimizer itself)."""
-    return getattr(optimizer, "base_optimizer", optimizer)
+    return create_optimizer(
+        model,
+        o.name,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        momentum=o.momentum,
+        layer_decay=o.layer_decay,
+        sam=o.sam.model_dump() if o.sam is not None else None,
+    )
 
 
 def train(
@@ -337,6 +341,7 @@ def train(
     loss_fn: LossFn | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
     on_step_end: Callable[[int, float], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.train``, validating on ``data.val`` each epoch.
 
@@ -349,18 +354,21 @@ def train(
         resume: continue from ``out_dir/checkpoints/last.json``, mid-epoch included.
         progress: show rich progress bars (rank 0).
         loss_fn: the training loss (e.g. knowledge distillation); default cross-entropy with
-            ``cfg.label_smoothing``. Validation is always top-1.
+            ``cfg.label_smoothing`` (soft-target cross-entropy with Mixup/CutMix, whose mixed targets
+            ``[B, K]`` a ``loss_fn`` then receives as ``labels``). Validation is always top-1.
         on_epoch_start: called with the 0-based epoch index after ``model.train()``, before the epoch's first
             step (also for the first epoch after a resume); e.g. to freeze QAT observers from some epoch on.
         on_step_end: called with the optimizer step count (from 1) and this process's loss after each
             optimizer step, after any checkpoint of that step.
+        teacher: the trained teacher for ``cfg.distill`` (the recipe loads it from ``cfg.distill.teacher``).
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
-        EdgeVitError: ``resume`` without a checkpoint (or with one of another data order), divergence (a
-            non-finite loss), an impossible device.
+        EdgeVitError: ``resume`` without a checkpoint (or a mid-epoch one from another number of processes),
+            divergence (a non-finite loss), an impossible device, ``cfg.distill`` without a ``teacher`` or a
+            distilled student, or with a ``loss_fn``.
     """
     from timm.scheduler import CosineLRScheduler
 
@@ -368,6 +376,7 @@ def train(
     ckpt_dir = out_dir / "checkpoints"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    criterion, mixup = _criterion(model, cfg, len(data.classes), loss_fn, teacher)
     dist = _setup_distributed(cfg.device)
     try:
         seed_everything(seed + dist.rank)
@@ -386,11 +395,14 @@ def train(
             num_workers=cfg.workers,
             generator=torch.Generator(),  # its seed draw must not advance the global RNG (exact resume)
             pin_memory=dist.device.type == "cuda",
+            drop_last=mixup is not None,  # Mixup/CutMix pair images: every batch must be even
         )
-        micro_per_epoch = math.ceil(order.per_rank / cfg.batch_size)
+        micro_per_epoch = (math.floor if mixup is not None else math.ceil)(order.per_rank / cfg.batch_size)
+        if micro_per_epoch == 0:
+            raise EdgeVitError(f"train.batch_size {cfg.batch_size} is larger than the {order.per_rank} training images")
         steps_per_epoch = math.ceil(micro_per_epoch / cfg.accum_steps)  # the schedule counts optimizer steps
         scheduler = CosineLRScheduler(
-            _base(optimizer),
+            optimizer,
             t_initial=cfg.epochs * steps_per_epoch,
             lr_min=cfg.min_lr,
             warmup_t=int(cfg.warmup_epochs * steps_per_epoch),
@@ -403,15 +415,10 @@ def train(
             from timm.utils import ModelEmaV3
 
             ema = ModelEmaV3(model, decay=cfg.ema_decay)
-        cross_entropy = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        criterion = loss_fn or (lambda logits, labels, images: cross_entropy(logits, labels))
-
         start_epoch, start_batch, step, rows, best = 0, 0, 0, [], 0.0
         running = [0.0, 0.0, 0.0]  # loss sum, correct, seen: this epoch so far, this rank
         if resume and (ckpt_dir / "last.json").is_file():
-            state = load_checkpoint(ckpt_dir, model, _base(optimizer))
-            if hasattr(optimizer, "base_optimizer"):  # load_state_dict replaced the base's group dicts
-                optimizer.param_groups = optimizer.base_optimizer.param_groups
+            state = load_checkpoint(ckpt_dir, model, optimizer)  # SAM: its base optimizer's state
             start_epoch, rows, best = state["epoch"], state["metrics"], state["best_val_top1"]
             start_batch, step = state.get("batch", 0), state.get("step", start_epoch * steps_per_epoch)
             if state.get("batch") and state.get("world_size", 1) != dist.world:
@@ -461,7 +468,7 @@ def train(
                     "scheduler": _jsonable(scheduler.state_dict()),
                     "rng": rngs,
                 }
-                save_checkpoint(ckpt_dir, model, _base(optimizer), state, parts=parts)
+                save_checkpoint(ckpt_dir, model, optimizer, state, parts=parts)
             dist.barrier()
 
         amp = torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
@@ -485,6 +492,8 @@ def train(
                 while i < micro_per_epoch:
                     group = [next(batches) for _ in range(min(cfg.accum_steps, micro_per_epoch - i))]
                     group = [(x.to(dist.device, non_blocking=True), y.to(dist.device)) for x, y in group]
+                    if mixup is not None:
+                        group = [mixup(x, y) for x, y in group]
                     scheduler.step_update(step)
                     loss_sum, correct = _optimizer_step(net, model, optimizer, group, criterion, cfg, amp)
                     i += len(group)
@@ -498,7 +507,7 @@ def train(
                             f"training diverged: loss is {loss_sum / n} at epoch {epoch + 1} step {step}; "
                             "lower train.lr or set train.grad_clip"
                         )
-                    lr = _base(optimizer).param_groups[0]["lr"]
+                    lr = max(g["lr"] for g in optimizer.param_groups)
                     rate = (running[2] - seen0) * dist.world / (time.perf_counter() - t0)
                     bars.update(
                         epoch_task,
@@ -521,7 +530,7 @@ def train(
                 rows.append(
                     {
                         "epoch": epoch + 1,
-                        "lr": _base(optimizer).param_groups[0]["lr"],
+                        "lr": max(g["lr"] for g in optimizer.param_groups),
                         "train_loss": loss_total / seen_total,
                         "train_top1": 100.0 * correct_total / seen_total,
                         "val_top1": final,
@@ -536,10 +545,36 @@ def train(
         log.close()
     finally:
         model.cpu()
+        if hasattr(model, "distilled_training"):
+            model.distilled_training = False
         if dist.owns_group:
             torch.distributed.destroy_process_group()
     ema_model = ema.module.cpu() if ema is not None else None
     return TrainResult(best, final, len(rows), out_dir, final_raw, ema_model)
+
+
+def _criterion(
+    model: nn.Module, cfg: TrainConfig, num_classes: int, loss_fn: LossFn | None, teacher: nn.Module | None
+) -> tuple[LossFn, Callable | None]:
+    """The training loss ``(outputs, targets, images)`` and the batch mixer (Mixup/CutMix) or ``None``."""
+    mixup = build_mixup(cfg.aug, num_classes, cfg.label_smoothing)
+    base = build_criterion(mixup, cfg.label_smoothing)
+    if cfg.distill is None:
+        return loss_fn or (lambda outputs, targets, images: base(outputs, targets)), mixup
+    from edgevit.train.distill import deit_distillation_loss
+
+    if loss_fn is not None:
+        raise EdgeVitError("train.distill and a loss_fn are two training objectives; use one")
+    if teacher is None:
+        raise EdgeVitError("train.distill needs the teacher model: pass train(teacher=...)")
+    if getattr(model, "dist_token", None) is None:
+        raise EdgeVitError(
+            "train.distill: the student has no distillation token; use a distilled model "
+            "(deit_tiny_distilled, or model.args: {distilled: true} on a ViT)"
+        )
+    model.distilled_training = True  # (cls_logits, dist_logits) in train mode; eval averages the two heads
+    d = cfg.distill
+    return deit_distillation_loss(teacher, d.kind, d.tau, d.alpha, base_criterion=base), mixup
 
 
 def _optimizer_step(
