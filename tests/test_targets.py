@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import edgevit_cli
 
 from edgevit._utils import EdgeVitError
 from edgevit.export.artifact import Artifact, NotRunnable, RunFailed
@@ -69,8 +68,8 @@ def test_not_set_up_names_the_setup_command(tmp_path):
     t = get_target("android-arm64", tmp_path / "c")
     with pytest.raises(EdgeVitError, match=r"not set up .*edgevit target setup android-arm64 --cache"):
         t.ensure_ready()
-    proc = edgevit_cli("parity", str(tmp_path), "--device", "android-arm64", "--cache", str(tmp_path / "c"))
-    assert proc.returncode == 2 and "edgevit target setup android-arm64 --cache" in proc.stderr, proc.stderr
+    with pytest.raises(EdgeVitError, match=r"edgevit target setup android-arm64 --cache"):  # before any work
+        _cli("parity", str(tmp_path), "--device", "android-arm64", "--cache", str(tmp_path / "c"))
 
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
@@ -166,5 +165,18 @@ def test_device_tolerances_are_overridable():
 
 
 def test_target_list_cli(tmp_path, monkeypatch):
-    proc = edgevit_cli("target", "list")
-    assert proc.returncode == 0 and proc.stdout.startswith("android-arm64\t"), proc.stderr
+    monkeypatch.setenv("EDGEVIT_CACHE", str(tmp_path))
+    out = _cli("target", "list").stdout
+    assert out.startswith("android-arm64\tnot set up (missing: sysroot, qemu, wheels)\t" + str(tmp_path)), out
+
+
+def _cli(*args):
+    """The CLI in process (a subprocess would spend most of its time importing torch)."""
+    from typer.testing import CliRunner
+
+    from edgevit.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
