@@ -226,3 +226,89 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
 def test_bad_train_keys_fail_naming_the_key(train_section, key):
     with pytest.raises(EdgeVitError, match=f"recipe key '{key}'"):
         Recipe.from_dict({"model": {"name": "vit_tiny_patch16"}, "train": train_section})
+
+
+class _ConvBN(torch.nn.Sequential):
+    """A small conv net with batch norm (SAM's BN interaction) and dropout."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__(
+            torch.nn.Conv2d(3, 8, 3, stride=2),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(8, 10),
+        )
+
+
+def test_sam_mixup_accumulation_resume_bit_identical_and_bn_counts_one_pass(digits32, tmp_path):
+    data = _small(digits32)  # 96 images, micro-batches of 8, 2 per step: 6 steps per epoch
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=8,
+        accum_steps=2,
+        ckpt_every_steps=2,
+        optimizer={"name": "sgd", "sam": {"rho": 0.05}},
+        aug={"mixup": 0.8, "cutmix": 1.0},
+        grad_clip=1.0,
+        tensorboard=False,
+    )
+    full = _ConvBN()
+    train(full, data, cfg, tmp_path / "a", seed=1, progress=False)
+    assert full[1].num_batches_tracked.item() == 2 * 12  # micro-batches x 1: SAM's 2nd pass leaves BN stats
+
+    def stop(step, loss):
+        if step == 9:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_ConvBN(), data, cfg, tmp_path / "b", seed=1, progress=False, on_step_end=stop)
+    resumed = _ConvBN()
+    train(resumed, data, cfg, tmp_path / "b", seed=1, resume=True, progress=False)
+    _assert_same(full.state_dict(), resumed.state_dict())
+
+
+def test_distill_needs_a_distilled_student_and_a_teacher(digits32, tmp_path):
+    cfg = TrainConfig(epochs=1, distill={"teacher": "x"})
+    with pytest.raises(EdgeVitError, match="teacher"):
+        train(_model(), _small(digits32), cfg, tmp_path, progress=False)
+    with pytest.raises(EdgeVitError, match="distillation token"):
+        train(_model(), _small(digits32), cfg, tmp_path, progress=False, teacher=_model())
+
+
+@pytest.mark.slow
+def test_recipe_trains_ema_teacher_then_distilled_student_with_sam_aug_drop_path(tmp_path):
+    from edgevit.models import load_model
+    from edgevit.recipe import stage_train
+    from edgevit.train import load_state_dict
+
+    model = {"name": "vit_tiny_patch16", "args": {"patch_size": 8, "depth": 1}}
+    data = {"img_size": 16, "val_fraction": 0.8}  # 359 training images
+    teacher = Recipe.from_dict(
+        {"data": data, "model": model, "train": {"epochs": 1, "ema_decay": 0.9, "tensorboard": False}}
+    )
+    top1 = stage_train(teacher, tmp_path / "teacher", progress=False)
+    _, meta = load_model(tmp_path / "teacher")
+    assert meta["val_top1"] == top1 and "val_top1_raw" in meta
+    _assert_same(  # the saved model is the EMA
+        load_state_dict(tmp_path / "teacher/model.safetensors"),
+        load_state_dict(tmp_path / "teacher/checkpoints/last.ema.safetensors"),
+    )
+    train_section = {
+        "epochs": 1,
+        "batch_size": 32,
+        "drop_path": 0.1,
+        "optimizer": {"sam": {"rho": 0.05}},
+        "aug": {"crop": "src", "mixup": 0.8},
+        "distill": {"teacher": str(tmp_path / "teacher"), "kind": "hard"},
+        "tensorboard": False,
+    }
+    student_model = {**model, "args": {**model["args"], "distilled": True}}
+    student = Recipe.from_dict({"data": data, "model": student_model, "train": train_section})
+    stage_train(student, tmp_path / "student", progress=False)
+    m, meta = load_model(tmp_path / "student")
+    assert "drop_path_rate" not in meta["args"] and m.head_dist is not None
+    assert m(torch.zeros(2, 3, 16, 16)).shape == (2, 10)  # both heads fused into one output
