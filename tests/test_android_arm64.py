@@ -1,0 +1,85 @@
+"""The android-arm64 emulated target end to end: setup (downloads once into a persistent cache), then fp32 and
+int8 TFLite and fp32 ONNX artifacts of a small digits ViT run by the aarch64 runtimes under QEMU over the whole
+validation split, compared with their x86 runs and with PyTorch.
+
+The model is quickstart-like but narrower (width 64, 2 blocks: ~1.5 M MACs) because emulated float kernels run
+about 100 M MAC/s; the quickstart's 31 M MACs would take ~2 min per artifact on 2 cores.
+"""
+
+import json
+import time
+
+import pytest
+from conftest import edgevit_cli
+
+pytestmark = pytest.mark.slow
+
+RECIPE = """
+name: arm64-small
+seed: 0
+data: {name: digits, img_size: 32, val_fraction: 0.2}
+model:
+  name: vit_tiny_patch16
+  args: {patch_size: 8, depth: 2, embed_dim: 64, mlp_dim: 128, num_heads: 2}
+train: {epochs: 10, batch_size: 64, lr: 2.0e-3, min_lr: 1.0e-5, warmup_epochs: 1, weight_decay: 0.05, threads: 2}
+quantize: {calib_images: 128}
+export:
+  targets:
+    - {backend: tflite, precision: fp32}
+    - {backend: tflite, precision: int8}
+    - {backend: onnx, precision: fp32}
+parity: {threads: 2, warmup: 2, runs: 5}
+"""
+
+
+@pytest.fixture(scope="module")
+def arm64_ready():
+    """``edgevit target setup android-arm64`` into the default cache (``$EDGEVIT_CACHE`` or ~/.cache/edgevit),
+    which persists, so only the first run on a machine downloads."""
+    t0 = time.perf_counter()
+    proc = edgevit_cli("target", "setup", "android-arm64", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"\nandroid-arm64 setup: {time.perf_counter() - t0:.1f} s ({proc.stderr.strip().splitlines()[-1]})")
+    again = edgevit_cli("target", "setup", "android-arm64")
+    assert again.returncode == 0 and "already set up" in again.stderr, again.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from edgevit.recipe import Recipe, stage_export, stage_train
+
+    out = tmp_path_factory.mktemp("arm64") / "run"
+    recipe_path = out.parent / "recipe.yaml"
+    recipe_path.write_text(RECIPE)
+    stage_train(Recipe.load(recipe_path), out, progress=False)
+    stage_export(out, progress=False)
+    return out
+
+
+def test_artifacts_agree_on_emulated_arm64(arm64_ready, small_run):
+    t0 = time.perf_counter()
+    proc = edgevit_cli("parity", str(small_run), "--device", "android-arm64", timeout=1200)
+    took = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((small_run / "parity-android-arm64.json").read_text())
+    assert doc["device"]["name"] == "android-arm64" and doc["device"]["emulated"] is True
+    assert doc["num_images"] == 360 and doc["passed"] is True and doc["reference"]["top1"] >= 85.0
+    rows = {(a["backend"], a["precision"]): a for a in doc["artifacts"]}
+    assert set(rows) == {("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32")}
+    for key, a in rows.items():
+        host = a["vs_host"]
+        print(
+            f"{key}: ARM64 vs x86 max abs {host['max_abs_err']:.2e} agreement {host['agreement']:.4f}; "
+            f"vs PyTorch agreement {a['agreement']:.4f} max abs {a['max_abs_err']:.2e}"
+        )
+        assert a["runnable"] and a["passed"] and a["latency_ms"] is None, a
+        if a["precision"] == "fp32":  # same graph, NEON instead of AVX kernels: accumulation order only
+            assert host["max_abs_err"] < 1e-4 and host["agreement"] == 1.0, host
+            assert a["agreement"] >= 0.995 and a["cosine"] >= 0.9999, a
+        else:
+            assert host["agreement"] >= 0.99, host
+            assert a["agreement"] >= 0.98 and doc["reference"]["top1"] - a["top1"] <= 1.0, a
+    md = (small_run / "report-android-arm64.md").read_text()
+    assert "QEMU user-mode emulation" in md and "not device latency" in md and "**Overall: PASS**" in md
+    assert not (small_run / "parity.json").exists()  # the host report is a separate file, never overwritten
+    print(f"emulated parity (3 artifacts x 360 images, plus host runs and reference): {took:.1f} s")
