@@ -117,6 +117,28 @@ def bench_cmd(
         write_json_atomic(out, doc)
 
 
+@app.command("bench-train")
+def bench_train_cmd(
+    batch_size: int = typer.Option(64, "--batch-size", "-b"),
+    steps: int = typer.Option(15, "--steps", help="Timed optimizer steps per run (after 3 warm-up steps)."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved plain/edgevit pairs; the best of each counts."),
+    threads: int = typer.Option(2, "--threads"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write the results as JSON here."),
+) -> None:
+    """Training img/s of `edgevit train`'s loop beside a plain PyTorch loop (quickstart ViT, digits, AdamW).
+
+    Both run in this process, interleaved; the ratio is the cost of the recipe machinery (schedule, EMA hooks,
+    checkpoint bookkeeping, progress, TensorBoard).
+    """
+    from edgevit._utils import write_json_atomic
+    from edgevit.bench.train import bench_train, render
+
+    doc = bench_train(batch_size=batch_size, steps=steps, rounds=rounds, threads=threads, progress=True)
+    typer.echo(render(doc))
+    if out:
+        write_json_atomic(out, doc)
+
+
 @app.command("train")
 def train_cmd(
     recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),

@@ -312,3 +312,12 @@ def test_recipe_trains_ema_teacher_then_distilled_student_with_sam_aug_drop_path
     m, meta = load_model(tmp_path / "student")
     assert "drop_path_rate" not in meta["args"] and m.head_dist is not None
     assert m(torch.zeros(2, 3, 16, 16)).shape == (2, 10)  # both heads fused into one output
+
+
+def test_bench_train_reports_both_loops():
+    from edgevit.bench.train import bench_train, render
+
+    doc = bench_train(model_args={"patch_size": 8, "depth": 1}, img_size=16, batch_size=16, steps=2, warmup=1, rounds=1)
+    assert doc["plain_img_s"] > 0 and doc["edgevit_img_s"] > 0  # no timed asserts: the machine is shared
+    assert doc["ratio"] == pytest.approx(doc["edgevit_img_s"] / doc["plain_img_s"])
+    assert "edgevit train()" in render(doc)
