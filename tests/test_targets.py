@@ -180,3 +180,17 @@ def _cli(*args):
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
+
+
+def test_refused_wheel_download_names_the_packages(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # connection refused
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    t = get_target("android-arm64", tmp_path)
+    (tmp_path / "site").mkdir()
+    with pytest.raises(EdgeVitError) as e:
+        t._build_site(tmp_path / "site")
+    msg = str(e.value)
+    assert "downloading aarch64 wheels ai-edge-litert==" in msg and "onnxruntime==" in msg, msg
+    assert "from http://127.0.0.1:9/simple failed" in msg, msg
+    assert "check access to PyPI" in msg and "PIP_INDEX_URL" in msg, msg

@@ -255,7 +255,7 @@ class AndroidArm64:
             cmd += ["--platform", p]
         _run(
             [*cmd, *reqs],
-            f"downloading aarch64 wheels {' '.join(reqs)} from the package index",
+            f"downloading aarch64 wheels {' '.join(reqs)} from {os.environ.get('PIP_INDEX_URL') or 'PyPI'}",
             "check access to PyPI (pip config, PIP_INDEX_URL) and that these versions publish manylinux aarch64 "
             f"wheels for CPython {PYTHON}",
         )
@@ -353,5 +353,7 @@ def _run(cmd: list[str], what: str, hint: str, ok_if=None, **kw) -> subprocess.C
         out = proc.stderr if text else proc.stderr.decode(errors="replace")
         out = out or (proc.stdout if text else "")
         lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("WARNING: Location")]
-        raise EdgeVitError(f"{what} failed (exit {proc.returncode}): {' | '.join(lines[-6:])[-1200:]}. {hint}".rstrip())
+        status = f" (exit {proc.returncode})" if proc.returncode else ""
+        detail = " | ".join(lines[-6:])[-1200:].rstrip(". ")
+        raise EdgeVitError(f"{what} failed{status}: {detail}. {hint}".rstrip())
     return proc
