@@ -6,7 +6,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgevit import EdgeVitError, create_model
-from edgevit.train import loop
 from edgevit.train.distill import deit_distillation_loss
 from edgevit.train.optim import create_optimizer, layer_ids, param_groups
 from edgevit.train.sam import SAM
@@ -33,10 +32,13 @@ def test_weight_decay_exclusions_and_the_loop_semantics():
     assert {"blocks.0.attn.qkv.weight", "blocks.2.mlp.fc1.weight", "head.weight", "head_dist.weight"} <= decay
     assert {"patch_embed.proj.weight"} <= decay
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
-    # the same groups, in the same order, as the train loop's own param_groups
-    old = loop.param_groups(model, 0.05)
-    assert [[id(p) for p in g["params"]] for g in groups] == [[id(p) for p in g["params"]] for g in old]
-    assert [set(g) for g in groups] == [set(g) for g in old]
+    # the train loop's layout (its optimizer checkpoints depend on it): [decay, no decay], each in
+    # named_parameters order, keys params + weight_decay only
+    params = [(n, p) for n, p in model.named_parameters()]
+    skip = {"pos_embed", "cls_token", "dist_token"}
+    assert [id(p) for p in groups[0]["params"]] == [id(p) for n, p in params if p.ndim > 1 and n not in skip]
+    assert [id(p) for p in groups[1]["params"]] == [id(p) for n, p in params if p.ndim <= 1 or n in skip]
+    assert [set(g) for g in groups] == [{"params", "weight_decay"}] * 2
 
 
 def test_frozen_parameters_are_left_out():
