@@ -330,9 +330,7 @@ def target_setup_cmd(
 
     from edgevit.targets import get_target
 
-    t = get_target(name, cache)
-    if mirror:
-        t.mirror = mirror.rstrip("/")
+    t = get_target(name, cache, **({"mirror": mirror} if mirror else {}))
     t0 = time.perf_counter()
     ran = t.setup()
     took = f" in {time.perf_counter() - t0:.0f} s" if ran else ""

@@ -33,12 +33,13 @@ def list_targets() -> list[str]:
     return sorted(TARGETS)
 
 
-def get_target(name: str, cache: str | os.PathLike | None = None):
-    """The target ``name`` with its cache directory (``cache`` or the default); raises EdgeVitError if unknown."""
+def get_target(name: str, cache: str | os.PathLike | None = None, **options):
+    """The target ``name`` with its cache directory (``cache`` or the default) and target ``options`` (e.g.
+    ``mirror=``); raises EdgeVitError if unknown."""
     if name not in TARGETS:
         raise EdgeVitError(f"unknown target {name!r}; choose one of {', '.join(list_targets())}")
     module, cls = TARGETS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(Path(cache) if cache else default_cache(name))
+    return getattr(importlib.import_module(module), cls)(Path(cache) if cache else default_cache(name), **options)
 
 
 def default_cache(name: str) -> Path:
