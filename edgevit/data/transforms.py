@@ -124,7 +124,7 @@ def as_aug_config(value: AugConfig | dict | None) -> AugConfig | None:
 
 
 class ToPIL:
-    """A ``[C, H, W]`` float tensor in [0, 1] -> an RGB ``PIL.Image`` (rounded to uint8); PIL images pass through.
+    """A ``[C, H, W]`` float tensor in [0, 1] -> a ``PIL.Image`` (rounded to uint8); PIL images pass through.
 
     timm's RandAugment and AutoAugment ops are written for PIL images, as the published recipes ran on them.
     """
@@ -135,7 +135,7 @@ class ToPIL:
         from PIL import Image
 
         arr = img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()  # [C,H,W]->[H,W,C]
-        return Image.fromarray(arr, mode="RGB")
+        return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)  # uint8 [H, W, 3]: RGB; [H, W]: L
 
 
 class ToFloat:
