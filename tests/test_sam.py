@@ -115,6 +115,23 @@ def test_timm_scheduler_drives_the_base_optimizer_lr():
     assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
 
 
+def test_torch_scheduler_works_without_a_step_order_warning():
+    import warnings
+
+    model, x, y = _problem()
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            _grads(model, x, y)
+            opt.first_step(zero_grad=True)
+            _grads(model, x, y)
+            opt.second_step(zero_grad=True)
+            sched.step()
+    assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+
+
 def test_rho_must_be_positive():
     model, _, _ = _problem()
     for rho in (0.0, -0.1):

@@ -113,6 +113,7 @@ class SAM(torch.optim.Optimizer):
                 if old is not None:
                     p.copy_(old)
         self.base_optimizer.step()
+        self._opt_called = True  # what torch's LR schedulers' wrapped step() sets: "the optimizer has stepped"
         if zero_grad:
             self.zero_grad()
 
