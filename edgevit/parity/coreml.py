@@ -223,7 +223,7 @@ def _reduce(f):
 
 
 def _reduce_arg(f):
-    def reduce(x, axis=-1, keep_dims=False):
+    def reduce(x, axis=-1, keep_dims=False, output_dtype="int32"):
         y = f(x, axis=int(axis))
         return np.expand_dims(y, int(axis)) if keep_dims else y
 
