@@ -438,27 +438,36 @@ def _summary(report, md: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    ref = report.reference
-    where = "" if report.device["name"] == "host" else f"on {report.device['name']}, "
+    from edgevit.parity import report_names
+
+    ref, dev = report.reference, report.device
+    emulated = dev.get("emulated", False)
+    where = f"on {dev['name']} (emulated), " if emulated else ""
     table = Table(title=f"parity {where}vs PyTorch fp32 (top-1 {ref['top1']:.2f}%, {report.num_images} val images)")
-    for col in ("backend", "precision", "top-1 %", "agreement", "max abs err", "latency ms", "result"):
+    last = ("ARM64 vs x86 max abs", "result") if emulated else ("latency ms", "result")
+    for col in ("backend", "precision", "top-1 %", "agreement", "max abs err", *last):
         table.add_column(col)
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
     for a in report.artifacts:
         if not a["runnable"]:
             table.add_row(a["backend"], a["precision"], "–", "–", "–", "–", "not run here (see report)")
             continue
-        result = "[green]pass[/green]" if a["passed"] else "[red]FAIL[/red] " + "; ".join(a["failures"])
+        result = "[green]pass[/green]" if a["passed"] else "[red]FAIL[/red] " + "; ".join(a["failures"])[:300]
+        extra = (a.get("vs_host") or {}).get("max_abs_err") if emulated else (a["latency_ms"] or {}).get("median")
         table.add_row(
             a["backend"],
             a["precision"],
-            f"{a['top1']:.2f}",
-            f"{a['agreement']:.4f}",
-            f"{a['max_abs_err']:.2e}",
-            f"{a['latency_ms']['median']:.3f}" if a["latency_ms"] else "– (emulated)",
+            f(a["top1"], ".2f"),
+            f(a["agreement"], ".4f"),
+            f(a["max_abs_err"], ".2e"),
+            f(extra, ".2e" if emulated else ".3f"),
             result,
         )
     Console(stderr=True).print(table)
-    _echo(f"report: {md}  (and {md.with_name('parity.json')})")
+    _echo(f"report: {md}  (and {md.with_name(report_names(dev['name'])[0])})")
 
 
 def main() -> None:
