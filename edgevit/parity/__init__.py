@@ -14,6 +14,7 @@ writes ``parity.json`` (schema below) and ``report.md``.
       "artifacts": [{
         "backend": str, "precision": str, "quantizer": str | null, "path": str, "size_bytes": int,
         "runnable": bool, "reason": str | null,            # why it could not run here
+        "execution": str | null,    # "native", or how it was emulated, e.g. Core ML off macOS (no latency then)
         "top1": float,              # percent
         "agreement": float,         # fraction of images whose argmax equals the reference's
         "max_abs_err": float, "mean_abs_err": float,       # over all logits, vs reference
@@ -38,6 +39,7 @@ artifact passes when both comparisons pass; a runtime crash on the device is a f
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,10 +49,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgevit._utils import path_size, progress_bar, write_json_atomic, write_text_atomic
+from edgevit._utils import EdgeVitError, path_size, progress_bar, write_json_atomic, write_text_atomic
 from edgevit.export.artifact import Artifact, NotRunnable, RunFailed
 
 SCHEMA_VERSION = 1
+EMULATORS = {"coreml": "edgevit.parity.coreml"}  # backend -> module whose runner(path) emulates it off-platform
 
 
 class Tolerance(BaseModel):
@@ -267,6 +270,7 @@ def check(
             "size_bytes": path_size(art.path),
             "runnable": True,
             "reason": None,
+            "execution": None,
             "top1": None,
             "agreement": None,
             "max_abs_err": None,
@@ -281,10 +285,20 @@ def check(
             entry["vs_host"] = None
         try:
             logits, entry["latency_ms"] = device.run(art, images, config, progress)
+            entry["execution"] = f"emulated device {device.name}" if device.emulated else "native"
         except NotRunnable as e:
-            entry.update(runnable=False, reason=str(e))
-            report.artifacts.append(entry)
-            continue
+            if device.emulated or art.backend not in EMULATORS:
+                entry.update(runnable=False, reason=str(e))
+                report.artifacts.append(entry)
+                continue
+            try:  # no latency: the emulator's speed is not the device's
+                runner = importlib.import_module(EMULATORS[art.backend]).runner(art.path)
+                logits = run_all(runner, images, f"{art.backend} {art.precision} (emulated)", progress)
+            except EdgeVitError as err:  # e.g. an op the emulator lacks: this artifact fails, the others still run
+                entry.update(passed=False, failures=[f"emulation failed: {err}"], reason=f"not runnable natively: {e}")
+                report.artifacts.append(entry)
+                continue
+            entry["execution"] = runner.execution
         except RunFailed as e:  # a crash on the device is what this check exists to find
             entry.update(passed=False, failures=[str(e)])
             report.artifacts.append(entry)
@@ -378,7 +392,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         if a["failures"]:
             result += " (" + "; ".join(a["failures"]) + ")"
         lines.append(
-            f"| {a['backend']} | {a['precision']} | {a.get('quantizer') or '–'} | {'yes' if a['runnable'] else 'no'} "
+            f"| {a['backend']} | {a['precision']} | {a.get('quantizer') or '–'} | {_runs_here(a)} "
             f"| {f(a['top1'], '.2f')} "
             f"| {f(a['agreement'], '.4f')} | {f(a['max_abs_err'], '.2e')} | {f(a['mean_abs_err'], '.2e')} "
             f"| {f(a['cosine'], '.6f')} | {f(lat.get('median'), '.3f')} | {f(lat.get('p90'), '.3f')} | {ratio} "
@@ -390,7 +404,22 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "logit-vector cosine similarity. Latency is host latency of the runtime named, not phone latency.",
         "",
     ]
+    emulated = sorted({f"{a['backend']}: {a['execution']}" for a in doc["artifacts"] if _runs_here(a) == "emulated"})
+    if emulated:  # say which numbers no real runtime produced
+        lines += [
+            f"Emulated here, not run by the real runtime ({'; '.join(emulated)}): these rows are checked against "
+            "their tolerances like the others, but come from edgevit's interpreter of the converted program "
+            "(`edgevit.parity.coreml`), not from Core ML on Apple hardware; latency is not reported for them.",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _runs_here(a: dict[str, Any]) -> str:
+    """``yes``, ``no``, or ``emulated`` (an interpreter of the artifact stood in for its runtime)."""
+    if not a["runnable"]:
+        return "no"
+    return "emulated" if (a.get("execution") or "").startswith("emulated (") else "yes"
 
 
 def _render_device_markdown(doc: dict[str, Any]) -> str:

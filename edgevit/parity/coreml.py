@@ -715,6 +715,23 @@ class Emulator:
         return {name: env[name] for name in self.outputs}
 
 
+def runner(path: str | Path):
+    """A parity runner for a ``.mlpackage``: ``[1, C, H, W]`` float32 -> ``[1, K]`` float32, emulated.
+
+    Its ``execution`` attribute says how (:data:`EXECUTION`, or the fp32 variant for an fp32 program).
+    """
+    em = Emulator(path)
+    if len(em.inputs) != 1 or len(em.outputs) != 1:
+        raise EdgeVitError(f"{path}: parity runs single-input, single-output models; this has {list(em.inputs)}")
+    (name,), out = list(em.inputs), em.outputs[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(em({name: x})[out], dtype=np.float32)
+
+    run.execution = EXECUTION if em.fp16 else EXECUTION.replace("per-op fp16 rounding", "fp32")
+    return run
+
+
 def emulate(model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a Core ML ML Program with NumPy, as ``MLModel.predict(inputs)`` would on a device.
 
@@ -732,4 +749,4 @@ def emulate(model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return Emulator(model)(inputs)
 
 
-__all__ = ["EXECUTION", "OPS", "Emulator", "emulate", "load_program"]
+__all__ = ["EXECUTION", "OPS", "Emulator", "emulate", "load_program", "runner"]
