@@ -29,8 +29,9 @@ def test_judge_names_each_violation():
     assert len(fails) == 3 and "agreement 0.9000 < 0.99" in fails[0] and "top-1 drop 3.00" in fails[1]
 
 
-def test_check_flags_a_faulty_artifact_and_lists_unrunnable_ones(digits32, tiny_vit, tmp_path):
-    """An artifact with a planted fault (one class's bias raised) fails; Core ML off macOS is listed, not run."""
+def test_check_flags_a_faulty_artifact_and_emulates_core_ml_off_macos(digits32, tiny_vit, tmp_path):
+    """An artifact with a planted fault (one class's bias raised) fails; Core ML off macOS runs in the emulator,
+    is judged by the fp16 tolerance and says so (``execution``; no latency)."""
     import platform
 
     import torch
@@ -64,9 +65,13 @@ def test_check_flags_a_faulty_artifact_and_lists_unrunnable_ones(digits32, tiny_
     json.dumps(doc)  # serialisable
     md = render_markdown(doc)
     assert "**Overall: FAIL**" in md
+    assert good_row["execution"] == "native"
+    assert coreml_row["passed"] is True and coreml_row["agreement"] >= 0.99 and coreml_row["size_bytes"] > 0
+    assert 0 < coreml_row["max_abs_err"] < 0.05  # fp16: close to, not equal to, PyTorch fp32
     if platform.system() != "Darwin":
-        assert coreml_row["runnable"] is False and coreml_row["passed"] is None and coreml_row["size_bytes"] > 0
-        assert "not run: Core ML runtime needs macOS" in md
+        assert coreml_row["execution"].startswith("emulated (NumPy MIL interpreter, per-op fp16 rounding")
+        assert coreml_row["latency_ms"] is None
+        assert "| coreml | fp16 | – | emulated |" in md and "Emulated here, not run by the real runtime" in md
 
 
 def test_pareto_front_keeps_only_non_dominated_variants():
