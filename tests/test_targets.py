@@ -138,7 +138,7 @@ def test_check_on_an_emulated_device_compares_with_host_and_pytorch(tmp_path):
     assert good["vs_host"]["tolerance"] == {"min_agreement": 1.0, "max_abs_err": 1e-4}
     assert drift["passed"] is False and "max abs diff from host run 1.00e-03 > 1e-04" in drift["failures"][0]
     assert crash["passed"] is False and "signal 11" in crash["failures"][0] and crash["runnable"]
-    assert coreml["runnable"] is False and coreml["reason"].startswith("not run on this device: Core ML")
+    assert coreml["runnable"] is False and coreml["reason"].startswith("Core ML runs on Apple")
     assert report.passed is False
     doc = report.to_json()
     assert doc["device"]["name"] == "android-arm64" and doc["device"]["emulated"] is True
@@ -147,7 +147,7 @@ def test_check_on_an_emulated_device_compares_with_host_and_pytorch(tmp_path):
     assert "# Parity report: android-arm64" in md
     assert "QEMU user-mode emulation" in md and "not device latency" in md and "latency median" not in md
     assert "| tflite | fp32 | – | yes | 1.0000 | 0.00e+00 |" in md
-    assert "not run: not run on this device: Core ML" in md and "**Overall: FAIL**" in md
+    assert "not run on this device: Core ML runs on Apple platforms only" in md and "**Overall: FAIL**" in md
     assert "fp32: agreement ≥ 1.0, max abs diff ≤ 1e-04" in md
     from edgevit.cli import _summary
 

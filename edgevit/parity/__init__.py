@@ -446,7 +446,7 @@ def _render_device_markdown(doc: dict[str, Any]) -> str:
 
     for a in doc["artifacts"]:
         host = a.get("vs_host") or {}
-        result = "not run: " + a["reason"] if not a["runnable"] else ("pass" if a["passed"] else "FAIL")
+        result = "not run on this device: " + a["reason"] if not a["runnable"] else ("pass" if a["passed"] else "FAIL")
         if a["failures"]:
             result += " (" + "; ".join(a["failures"]) + ")"
         if host.get("reason"):

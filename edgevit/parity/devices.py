@@ -63,7 +63,7 @@ class EmulatedDevice:
     def run(self, art: Artifact, images: np.ndarray, config, progress: bool) -> tuple[np.ndarray, None]:
         """``([N, K] logits, None)``; raises NotRunnable (backend not on this device) or RunFailed (crash)."""
         if reason := self.target.unsupported(art.backend):
-            raise NotRunnable(f"not run on this device: {reason}")
+            raise NotRunnable(reason)
         return self.target.run(art.backend, art.path, images, config.threads, progress), None
 
     def to_json(self) -> dict[str, Any]:
