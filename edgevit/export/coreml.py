@@ -5,7 +5,8 @@ Precisions: ``fp16``; ``int8`` (W8A8: int8 weights and activations as Core ML qu
 k-means palettisation), all with coremltools.optimize on the converted ML Program and fp16 compute.
 
 Conversion works on any OS; executing needs macOS (``MLModel.predict``). Off macOS, ``load`` raises
-:class:`NotRunnable` so the parity report says so instead of dropping the artifact.
+:class:`NotRunnable`, and parity runs the package in :mod:`edgevit.parity.coreml` (a NumPy interpreter of the
+ML Program with per-op fp16 rounding) instead, saying so in the report.
 """
 
 from __future__ import annotations
