@@ -430,6 +430,11 @@ def _render_device_markdown(doc: dict[str, Any]) -> str:
         "",
         f"Device: {dev['description']}. {dev['note']}",
         "",
+        *(
+            [", ".join(f"{k}: {' '.join(v) if isinstance(v, list) else v}" for k, v in dev["versions"].items()), ""]
+            if dev.get("versions")
+            else []
+        ),
         f"{doc['num_images']} validation images, batch 1, {doc['threads']} threads. Reference: PyTorch fp32 on "
         f'this host, top-1 {ref["top1"]:.2f}%. "ARM64 vs x86": the same artifact run by the host (x86-64) build '
         "of its runtime.",

@@ -72,6 +72,7 @@ class EmulatedDevice:
             "emulated": True,
             "description": self.description,
             "cpu": getattr(self.target, "cpu", None),
+            "versions": self.target.versions() if hasattr(self.target, "versions") else {},
             "note": self.note,
         }
 

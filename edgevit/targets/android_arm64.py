@@ -139,6 +139,15 @@ class AndroidArm64:
                 f"`edgevit target setup {self.name}{_cache_flag(self.cache)}`"
             )
 
+    def versions(self) -> dict[str, str | list[str]]:
+        """What computes the logits: the QEMU build, the guest Python and the runtime wheels (for the report)."""
+        version = self.cache / "qemu" / "VERSION"
+        return {
+            "qemu": version.read_text().splitlines()[0] if version.is_file() else "not set up",
+            "guest": f"Debian {SYSROOT_SUITE} arm64, Python {PYTHON}, -cpu {self.cpu}",
+            "runtimes": self.requirements(),
+        }
+
     def pending(self) -> list[str]:
         """Setup steps not yet done (empty when :meth:`setup` has nothing left to do)."""
         return pending_steps(self.cache, self.steps())
