@@ -68,7 +68,8 @@ def bench_train(
 
     Returns:
         ``{"model", "batch_size", "steps", "threads", "plain_img_s", "edgevit_img_s", "ratio", "overhead_pct",
-        "edgevit_call_s"}``; ``ratio`` is edgevit / plain (1.0: no overhead).
+        "edgevit_call_s", "plain_img_s_rounds", "edgevit_img_s_rounds"}``; ``ratio`` is edgevit / plain (1.0: no
+        overhead). On a loaded machine the rounds show the noise: compare them before trusting a ratio.
     """
     from edgevit import create_model
     from edgevit.data import DataSplits, digits
@@ -114,6 +115,8 @@ def bench_train(
         "ratio": best_ours / best_plain,
         "overhead_pct": 100.0 * (1 - best_ours / best_plain),
         "edgevit_call_s": min(calls),
+        "plain_img_s_rounds": plain,
+        "edgevit_img_s_rounds": ours,
     }
 
 
@@ -131,5 +134,9 @@ def render(doc: dict[str, Any]) -> str:
             "",
             f"ratio {doc['ratio']:.3f} (machinery overhead {doc['overhead_pct']:+.1f}%); "
             f"whole train() call incl. validation + checkpoint: {doc['edgevit_call_s']:.1f} s",
+            "rounds (img/s): plain "
+            + ", ".join(f"{v:.0f}" for v in doc["plain_img_s_rounds"])
+            + "; edgevit "
+            + ", ".join(f"{v:.0f}" for v in doc["edgevit_img_s_rounds"]),
         ]
     )
