@@ -96,6 +96,9 @@ class TrainConfig(_Strict):
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="keep an EMA of the weights (e.g. 0.9998); the EMA model is the one saved"
     )
+    ema_warmup: bool = Field(
+        False, description="ramp the EMA decay as 1 - (1 + step)^(-2/3) up to ema_decay (timm; for short runs)"
+    )
     amp: Literal["none", "bf16"] = Field("none", description="bf16 autocast for forward and loss")
     accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
     ckpt_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N optimizer steps")
@@ -414,7 +417,7 @@ def train(
         if cfg.ema_decay is not None:
             from timm.utils import ModelEmaV3
 
-            ema = ModelEmaV3(model, decay=cfg.ema_decay)
+            ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
         start_epoch, start_batch, step, rows, best = 0, 0, 0, [], 0.0
         running = [0.0, 0.0, 0.0]  # loss sum, correct, seen: this epoch so far, this rank
         if resume and (ckpt_dir / "last.json").is_file():
@@ -499,7 +502,7 @@ def train(
                     i += len(group)
                     step += 1
                     if ema is not None:
-                        ema.update(model)
+                        ema.update(model, step=step if cfg.ema_warmup else None)
                     n = sum(len(y) for _, y in group)
                     running = [running[0] + loss_sum, running[1] + correct, running[2] + n]
                     if not math.isfinite(loss_sum):
