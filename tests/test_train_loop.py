@@ -221,6 +221,12 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
         ({"amp": "fp8"}, "train.amp"),
         ({"accum_steps": "two"}, "train.accum_steps"),
         ({"drop_path": -0.1}, "train.drop_path"),
+        ({"optimizer": {"layer_decay": 1.5}}, "train.optimizer.layer_decay"),
+        ({"aug": {"mixup": -1}}, "train.aug.mixup"),
+        ({"aug": {"mixup": 0.8}, "batch_size": 33}, "train"),  # the message names batch_size
+        ({"distill": {"kind": "hard"}}, "train.distill.teacher"),
+        ({"distill": {"teacher": "runs/t", "kind": "medium"}}, "train.distill.kind"),
+        ({"distill": {"teacher": "runs/t", "tau": 0}}, "train.distill.tau"),
     ],
 )
 def test_bad_train_keys_fail_naming_the_key(train_section, key):
@@ -321,3 +327,23 @@ def test_bench_train_reports_both_loops():
     assert doc["plain_img_s"] > 0 and doc["edgevit_img_s"] > 0  # no timed asserts: the machine is shared
     assert doc["ratio"] == pytest.approx(doc["edgevit_img_s"] / doc["plain_img_s"])
     assert "edgevit train()" in render(doc)
+
+
+def test_layer_decay_scales_each_groups_lr(digits32, tmp_path, monkeypatch):
+    import edgevit.train.loop as loop
+
+    made, build = [], loop.build_optimizer
+    monkeypatch.setattr(loop, "build_optimizer", lambda m, c: made.append(build(m, c)) or made[-1])
+    lrs = []
+    cfg = TrainConfig(epochs=1, batch_size=96, warmup_epochs=0, optimizer={"layer_decay": 0.5}, tensorboard=False)
+    train(
+        _model(),
+        _small(digits32),
+        cfg,
+        tmp_path,
+        progress=False,
+        on_step_end=lambda step, loss: lrs.append({round(g["lr_scale"], 6): g["lr"] for g in made[0].param_groups}),
+    )
+    (scaled,) = lrs  # one step: the schedule's LR times each group's scale
+    assert {1.0, 0.5, 0.25} <= set(scaled)  # head, the block, embeddings (depth 1)
+    assert scaled[0.5] == pytest.approx(scaled[1.0] * 0.5) and scaled[0.25] == pytest.approx(scaled[1.0] * 0.25)
