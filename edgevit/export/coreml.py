@@ -66,6 +66,7 @@ def export(
         from edgevit.quantize import calibrate_pt2e, capture
 
         model = calibrate_pt2e(capture(model, example), quantizer(precision), calib, "coreml", False, config=ptq)
+        _fold_asymmetric_constants(model)
         info.update(
             quantizer="PT2E W8A8 (XNNPACKQuantizer scheme)", **(ptq or PTQConfig()).describe(), calib_images=len(calib)
         )
@@ -86,6 +87,30 @@ def export(
         mlmodel.save(str(tmp))
     info.update(minimum_deployment_target=target.name, ops=op_counts(mlmodel))
     return info
+
+
+def _fold_asymmetric_constants(gm: torch.fx.GraphModule) -> None:
+    """Replace ``dequantize(constant)`` with a non-zero zero point by the float constant, in place.
+
+    PT2E quantizes scalar operands lifted to tensors (e.g. attention's ``q * 0.125``) like activations:
+    asymmetric int8, value 127 with zero point -128. coremltools folds that ``dequantize`` computing
+    ``q - zero_point`` in int8, which wraps (255 -> -1): the quickstart ViT's attention scale became -0.00049
+    instead of 0.125 (found by the Core ML emulator: W8A8 agreement 24%). Weights are symmetric (zero point 0)
+    and keep their int8 storage.
+    """
+    dq = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    for node in list(gm.graph.nodes):
+        if node.target is not dq or node.args[0].op != "get_attr" or int(node.args[2]) == 0:
+            continue
+        const = getattr(gm, node.args[0].target)
+        name = f"{node.args[0].target}_dequantized"
+        gm.register_buffer(name, dq(const, *node.args[1:]).detach().clone())
+        with gm.graph.inserting_before(node):
+            folded = gm.graph.get_attr(name)
+        node.replace_all_uses_with(folded)
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
 
 
 def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
