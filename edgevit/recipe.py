@@ -368,7 +368,10 @@ def _compress_stage(
     recipe.save(out_dir / "recipe.yaml")
     teacher = copy.deepcopy(model) if recipe.recover.distill else None
     summary = apply(model, recipe, data)
-    recover = recipe.recover.model_copy(update={"threads": recipe.recover.threads or recipe.train.threads})
+    # recover.distill is a bool (KD from the uncompressed model, via loss_fn); train()'s distill means DeiT's
+    recover = recipe.recover.model_copy(
+        update={"threads": recipe.recover.threads or recipe.train.threads, "distill": None}
+    )
     loss_fn = None
     if teacher is not None:
         loss_fn = distillation_loss(teacher, recover.temperature, recover.distill_weight, recover.label_smoothing)
