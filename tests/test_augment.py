@@ -22,13 +22,7 @@ from edgevit.data.transforms import (
 MEAN = STD = (0.5, 0.5, 0.5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Per-image transforms are tiny tensor ops: a second intra-op thread only adds contention on 2 busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # per-image transforms are tiny tensor ops
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_
 
 from edgevit import EdgeVitError, create_model, list_models
 from edgevit.models.mobile_former import (
@@ -37,32 +38,13 @@ PAPER_PARAMS_M = {
 MINI = replace(_CONFIGS["mobile_former_26m"], blocks=(("lite", 3, 12, 2, 0), ("down", 6, 24, 2, 4)), num_classes=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run these small-tensor forwards on one thread: faster here, and 20x faster when other jobs load the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _randomize_norms(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Give BatchNorm/LayerNorm non-trivial statistics and affines, so folding or layout mistakes show."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.LayerNorm)):
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
-    return model
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(cfg_or_name, seed: int = 0) -> MobileFormer:
     torch.manual_seed(seed)
     m = MobileFormer(cfg_or_name) if not isinstance(cfg_or_name, str) else create_model(cfg_or_name)
-    return _randomize_norms(m, seed).eval()
+    return randomize_(m, seed).eval()
 
 
 def test_registry_has_all_variants():
