@@ -1,0 +1,637 @@
+"""Divergence finder: where inside the network does an artifact stop computing what PyTorch computes?
+
+``explain(model, artifact, images)`` runs the PyTorch reference with forward hooks on its named modules and the
+artifact in its own runtime with its intermediate tensors exposed, maps each artifact tensor back to the module
+that produced it, and compares them module by module (relative L2 error over a few images) in network order.
+The first module whose error exceeds the tolerance is the *first divergent* layer; the whole list shows how the
+error grows along the network. The result is the ``explain`` entry of an artifact in ``parity.json``::
+
+    {"tolerance": float, "metric": "rel_l2", "images": int, "backend": str, "note": str | null,
+     "layers": [{"module": "blocks.2.attn", "op": str, "rel_err": float, "max_abs_err": float,
+                 "tensor": str}, ...in network order],
+     "first_divergent": {that layer's dict} | null,
+     "unmapped": [module names with no artifact tensor]}
+
+A module's output is the last tensor produced inside it (by its own ops or its children's) that is used outside
+it. ``input`` is the image the artifact was fed vs the one PyTorch saw (a preprocessing fault shows there);
+``output`` is the logits. How each runtime exposes intermediates:
+
+- ONNX Runtime: the chosen tensors are added as graph outputs (an in-memory model edit). Nodes map to modules by
+  the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata; graphs that lost it (ORT's int8 quantizer) by
+  node and tensor names of a fresh fp32 export of the same model; quantize/dequantize nodes belong to the node
+  whose output they carry.
+- LiteRT: ``Interpreter(experimental_preserve_all_tensors=True)``; litert-torch names every tensor by its module
+  scope (``Class_attr/Class_attr;N``); int8 tensors are dequantised with their own scale and zero point.
+- Core ML: the emulator's per-op outputs (:meth:`edgevit.parity.coreml.Emulator.trace`); MIL variable names are
+  the ``torch.export`` node names (plus ``_cast_fp16``-style suffixes), whose ``nn_module_stack`` names the module.
+- ExecuTorch: the XNNPACK delegate is opaque (one delegate call runs the whole network), so only its boundary is
+  compared: the input and the logits; the ``note`` says so.
+
+Layouts are matched by shape: NHWC vs NCHW, ``[B*h, N, d]`` vs ``[B, h, N, d]`` and dropped unit dimensions are
+tried and the best-matching arrangement is compared.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevit._utils import EdgeVitError, require
+
+METRIC = "rel_l2"
+# a module's relative L2 error above this is divergence; per precision, from measured healthy artifacts (small
+# digits ViT, 16 val images): fp32 <= 3e-6, Core ML fp16 <= 2e-3, int8 (ORT QDQ, LiteRT) <= 0.12
+DEFAULT_TOLERANCE = {
+    "fp32": 1e-3,
+    "fp16": 2e-2,
+    "sparse": 2e-2,
+    "w8": 5e-2,
+    "int8": 0.3,
+    "int8-dynamic": 0.3,
+    "w4": 0.3,
+    "w4-lut": 0.3,
+}
+INPUT, OUTPUT = "input", "output"
+_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "QUANTIZE", "DEQUANTIZE", "quantize", "dequantize", "cast"}
+
+
+@dataclass
+class _Node:
+    """One op of an artifact's graph, in execution order, and the module it was traced from (None: unknown)."""
+
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    module: str | None = None
+
+
+@dataclass
+class _Graph:
+    """An artifact seen as a graph: nodes in execution order, its output, and a way to read tensors."""
+
+    nodes: list[_Node]
+    output: str
+    # wanted tensor names -> runner(image [1, C, H, W]) -> {name: float32 array}
+    make_runner: Callable[[list[str]], Callable[[np.ndarray], dict[str, np.ndarray]]]
+    note: str | None = None
+    producers: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.producers = {t: i for i, n in enumerate(self.nodes) for t in n.outputs}
+
+    def inherit_modules(self) -> None:
+        """Unattributed quantize/dequantize/cast nodes belong to the node whose output they carry."""
+        for n in self.nodes:
+            if n.module is None and n.op in _QDQ_OPS and n.inputs and n.inputs[0] in self.producers:
+                n.module = self.nodes[self.producers[n.inputs[0]]].module
+
+
+def explain(
+    model,
+    artifact,
+    images: np.ndarray,
+    artifact_images: np.ndarray | None = None,
+    tolerance: float | None = None,
+    max_images: int = 16,
+) -> dict[str, Any]:
+    """Compare ``artifact`` with ``model`` module by module and find the first layer that diverges.
+
+    Args:
+        model: the fp32 PyTorch reference (``nn.Module``, eval mode).
+        artifact: an :class:`edgevit.export.Artifact` (onnx, tflite, coreml or executorch).
+        images: ``[N, C, H, W]`` float32 images preprocessed as in training (what PyTorch sees).
+        artifact_images: what the artifact is fed, when that differs (e.g. preprocessed as the app's manifest
+            says); default ``images``.
+        tolerance: relative L2 error above which a module diverges; default per precision
+            (:data:`DEFAULT_TOLERANCE`).
+        max_images: how many of the images to compare on (the first ones).
+
+    Returns:
+        The ``explain`` dict described in the module docstring.
+
+    Raises:
+        EdgeVitError: an unknown backend, a missing runtime, or an artifact that cannot be read.
+    """
+    import torch
+
+    tol = float(tolerance if tolerance is not None else DEFAULT_TOLERANCE.get(artifact.precision, 1e-3))
+    n = min(max_images, len(images))
+    ref_x = np.ascontiguousarray(images[:n], dtype=np.float32)
+    art_x = ref_x if artifact_images is None else np.ascontiguousarray(artifact_images[:n], dtype=np.float32)
+    if ref_x.shape != art_x.shape:
+        raise EdgeVitError(f"explain: images {ref_x.shape} and artifact_images {art_x.shape} differ in shape")
+    example = torch.from_numpy(ref_x[:1])
+    tracers = {"onnx": _onnx_graph, "tflite": _tflite_graph, "coreml": _coreml_graph, "executorch": _pte_graph}
+    if artifact.backend not in tracers:
+        raise EdgeVitError(f"explain: no tracer for backend {artifact.backend!r}; choose one of {', '.join(tracers)}")
+    model = model.eval()
+    graph = tracers[artifact.backend](Path(artifact.path), model, example)
+    ref_names, ref_outputs, ref_inputs = _reference(model, ref_x)  # [module], {module: [n, ...] array}
+    chosen, in_tensors = _module_tensors(graph, ref_names)  # module -> (tensor, op); module -> input tensor
+    runner = graph.make_runner(sorted({t for t, _ in chosen.values()} | set(in_tensors.values())))
+    art_outputs: dict[str, list[np.ndarray]] = {}
+    for x in art_x:
+        for t, v in runner(x[None]).items():
+            art_outputs.setdefault(t, []).append(v)
+    layers = [_compare(INPUT, "preprocess", "input", ref_x, art_x)]
+    rows: dict[str, dict] = {}
+    unmapped = []
+    for name in ref_names:
+        row = None
+        if name in chosen:
+            tensor, op = chosen[name]
+            row = _compare(name or OUTPUT, op, tensor, ref_outputs[name], art_outputs.get(tensor))
+        if row is None:
+            unmapped.append(name)
+        else:
+            layers.append(row)
+            rows[name] = row
+    first = _first_divergent(layers, tol)
+    name = next((k for k, r in rows.items() if r is first), None)
+    if name and name in in_tensors and name in ref_inputs:  # already wrong on the way in: a parent's own op?
+        got = _compare(name, "", in_tensors[name], ref_inputs[name], art_outputs.get(in_tensors[name]))
+        if got is not None and got["rel_err"] > tol:
+            first = _origin(graph, name, in_tensors[name], rows) or first
+    return {
+        "tolerance": tol,
+        "metric": METRIC,
+        "images": n,
+        "backend": artifact.backend,
+        "note": graph.note,
+        "layers": layers,
+        "first_divergent": first,
+        "unmapped": unmapped,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- reference
+
+
+def _reference(model, images: np.ndarray) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Module names in the order their outputs complete, and each module's outputs and first inputs over ``images``.
+
+    Modules that return their input unchanged (dropout, identity in eval) own no op and are left out. The root
+    module (``""``) is the logits.
+    """
+    import torch
+
+    order: list[str] = []
+    outs: dict[str, list[np.ndarray]] = {}
+    ins: dict[str, list[np.ndarray]] = {}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                return
+            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if name and x is not None and x.data_ptr() == output.data_ptr() and x.shape == output.shape:
+                return  # an identity in eval mode
+            if name not in outs:
+                order.append(name)
+            outs.setdefault(name, []).append(output.detach().float().numpy().copy())
+            if x is not None:
+                ins.setdefault(name, []).append(x.detach().float().numpy().copy())
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules()]
+    try:
+        with torch.no_grad():
+            for x in images:
+                model(torch.from_numpy(x[None]))
+    finally:
+        for h in handles:
+            h.remove()
+    stack = {k: np.concatenate(v) for k, v in outs.items()}
+    return order, stack, {k: np.concatenate(v) for k, v in ins.items() if len(v) == len(images)}
+
+
+def _first_divergent(layers: list[dict], tol: float) -> dict | None:
+    """The first row over ``tol`` whose error the next row carries on (also over ``tol``; the last row counts).
+
+    A row over tolerance followed by one within it is a tensor the runtime does not really produce: e.g. LiteRT
+    folds LayerNorm's scale and shift into the next ``FULLY_CONNECTED``, so its stored "LayerNorm output" is the
+    normalised tensor before the affine. Such rows are flagged ``carried: false``, not reported as the cause.
+    """
+    for i, row in enumerate(layers):
+        if row["rel_err"] <= tol:
+            continue
+        if i + 1 == len(layers) or layers[i + 1]["rel_err"] > tol:
+            return row
+        row["carried"] = False
+    return None
+
+
+def _inside(node: _Node, m: str) -> bool:
+    return node.module is not None and (m == "" or node.module == m or node.module.startswith(m + "."))
+
+
+def _module_tensors(graph: _Graph, modules: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """For each module, the artifact tensor that is its output (and the op computing it), and its input tensor.
+
+    The output of module ``m`` is the last tensor produced by a node inside ``m`` (its own or a child's) that a node
+    outside ``m`` consumes; the root module's is the graph output. Its input is the first activation a node inside
+    ``m`` reads from outside ``m``.
+    """
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(graph.nodes):
+        for t in n.inputs:
+            consumers.setdefault(t, []).append(i)
+    chosen, inputs = {}, {}
+    for m in modules:
+        if m == "":
+            chosen[m] = (graph.output, _compute_op(graph, graph.output))
+            continue
+        last = None
+        for n in graph.nodes:
+            if not _inside(n, m):
+                continue
+            for t in n.inputs:
+                p = graph.producers.get(t)
+                if m not in inputs and p is not None and not _inside(graph.nodes[p], m):
+                    inputs[m] = t
+            for t in n.outputs[:1]:
+                if t == graph.output or any(not _inside(graph.nodes[j], m) for j in consumers.get(t, [])):
+                    last = t
+        if last is not None:
+            chosen[m] = (last, _compute_op(graph, last))
+    return chosen, inputs
+
+
+def _origin(graph: _Graph, module: str, tensor: str, rows: dict[str, dict]) -> dict | None:
+    """The row of the enclosing module whose own ops produced ``tensor`` (``module``'s input), if it has one.
+
+    A fault in a module's own ops (e.g. attention's softmax, between its ``qkv`` and ``proj`` children) first
+    shows in the output of the child that follows it; the child's input already diverges, and its producer
+    belongs to the parent.
+    """
+    p = graph.producers.get(tensor)
+    owner = graph.nodes[p].module if p is not None else None
+    if owner is None or owner not in rows or not (owner == "" or module.startswith(owner + ".")):
+        return None
+    return rows[owner]
+
+
+def _compute_op(graph: _Graph, tensor: str) -> str:
+    """The op that computes ``tensor``, looking through quantize/dequantize/cast wrappers."""
+    i = graph.producers.get(tensor)
+    while i is not None:
+        node = graph.nodes[i]
+        if node.op not in _QDQ_OPS or not node.inputs:
+            return node.op
+        i = graph.producers.get(node.inputs[0])
+    return "?"
+
+
+# ------------------------------------------------------------------------------------------------- comparison
+
+
+def _layouts(a: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Arrangements of ``a`` ([n, ...] per-image stack) with the reference's per-image ``shape``."""
+    n = a.shape[0]
+    if a[0].size != int(np.prod(shape)):
+        return []
+    out = [a.reshape(n, *shape)]  # same memory order (e.g. [1, 17, 3, 64] vs [1, 17, 192])
+    src = [d for d in a.shape[1:] if d != 1]
+    dst = [d for d in shape if d != 1]
+    if sorted(src) == sorted(dst) and src != dst and len(src) <= 6:
+        sq = a.reshape(n, *src)
+        for p in itertools.permutations(range(len(src))):  # NHWC vs NCHW and other transposed layouts
+            if [src[i] for i in p] == dst:
+                out.append(sq.transpose(0, *(i + 1 for i in p)).reshape(n, *shape))
+    return out
+
+
+def _compare(module: str, op: str, tensor: str, ref: np.ndarray, got) -> dict[str, Any] | None:
+    """Relative L2 and max abs error of ``got`` vs ``ref`` (best-matching layout); None when shapes cannot match."""
+    if got is None:
+        return None
+    got = np.asarray(got if isinstance(got, np.ndarray) else np.stack(got), np.float64)  # [n, *artifact shape]
+    if got.shape[0] != ref.shape[0]:
+        return None
+    ref = ref.astype(np.float64)
+    best = None
+    for cand in _layouts(got, ref.shape[1:]):
+        err = np.linalg.norm(cand - ref) / max(np.linalg.norm(ref), 1e-12)
+        if best is None or err < best[0]:
+            best = (float(err), float(np.abs(cand - ref).max()))
+    if best is None:
+        return None
+    return {"module": module, "op": op, "rel_err": best[0], "max_abs_err": best[1], "tensor": tensor}
+
+
+# ------------------------------------------------------------------------------------------------- backends
+
+
+def _fx_modules(model, example, decompose: Callable | None = None) -> dict[str, str]:
+    """``torch.export`` node name -> the module path that traced it (deepest ``nn_module_stack`` entry)."""
+    import torch
+
+    ep = torch.export.export(model, (example,))
+    ep = decompose(ep) if decompose else ep.run_decompositions({})
+    names = {}
+    for node in ep.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        if node.op == "call_function" and stack:
+            names[node.name] = list(stack.values())[-1][0]
+    return names
+
+
+def _onnx_scopes(proto) -> tuple[dict[str, str], dict[str, str]]:
+    """Node name -> module and output tensor name -> module, from the dynamo exporter's ``name_scopes``."""
+    import json
+
+    by_node, by_tensor = {}, {}
+    for node in proto.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        if "pkg.torch.onnx.name_scopes" not in meta:
+            continue
+        scopes = json.loads(meta["pkg.torch.onnx.name_scopes"].replace("'", '"'))
+        module = scopes[-2] if len(scopes) >= 2 else ""  # [..., module, node]: the last entry is the node itself
+        by_node[node.name] = module
+        for t in node.output:
+            by_tensor[t] = module
+    return by_node, by_tensor
+
+
+def _onnx_graph(path: Path, model, example) -> _Graph:
+    onnx = require("onnx", "onnx")
+    ort = require("onnxruntime", "onnx")
+    proto = onnx.load(str(path))
+    by_node, by_tensor = _onnx_scopes(proto)
+    if not by_node:  # e.g. ORT's quantizer dropped the metadata: names survive, so take them from a fp32 export
+        from edgevit.export import onnx as onnx_export
+
+        with tempfile.TemporaryDirectory(prefix="edgevit-explain-") as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            onnx_export._export_fp32(model, example, fp32)
+            by_node, by_tensor = _onnx_scopes(onnx.load(str(fp32)))
+    nodes = []
+    for node in proto.graph.node:
+        module = by_node.get(node.name.split("/")[0])  # ORT fusions append "/FusionName" to the node name
+        if module is None:
+            module = next((by_tensor[t] for t in node.output if t in by_tensor), None)
+        nodes.append(_Node(node.op_type, list(node.input), list(node.output), module))
+    graph_out = proto.graph.output[0].name
+
+    def make_runner(wanted: list[str]):
+        m = onnx.load(str(path))
+        have = {o.name for o in m.graph.output}
+        for t in wanted:
+            if t not in have:
+                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        inp = sess.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> dict[str, np.ndarray]:
+            vals = sess.run(None, {inp: x.astype(np.float32)})
+            return {
+                k: v for k, v in zip(names, vals, strict=True) if k in wanted and np.issubdtype(v.dtype, np.floating)
+            }
+
+        return run
+
+    graph = _Graph(nodes, graph_out, make_runner)
+    graph.inherit_modules()
+    return graph
+
+
+def _tflite_scopes(model) -> dict[str, str]:
+    """litert-torch's scope string (``pkg.Class_attr/pkg.Class_attr``) of every module -> its path."""
+    root = f"{type(model).__module__}.{type(model).__qualname__}"
+    scopes = {root: ""}
+    seg = {"": root}
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        parent, _, attr = name.rpartition(".")
+        seg[name] = f"{seg[parent]}/{type(m).__module__}.{type(m).__qualname__}_{attr}"
+        scopes[seg[name]] = name
+    return scopes
+
+
+def _tflite_graph(path: Path, model, example) -> _Graph:
+    from edgevit.export.tflite import interpreter_class
+
+    scopes = _tflite_scopes(model)
+
+    def module_of(name: str) -> str | None:
+        base = name.split(";")[0]
+        while base:
+            if base in scopes:
+                return scopes[base]
+            base = base.rpartition("/")[0]
+        return None
+
+    # the XNNPACK delegate keeps no intermediate tensors: LiteRT's built-in kernels run every op for this
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interp = interpreter_class()(
+        model_path=str(path),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        num_threads=2,
+    )
+    interp.allocate_tensors()
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    produced = set()
+    nodes = []
+    for op in interp._get_ops_details():  # execution order
+        ins = [str(i) for i in op["inputs"] if i >= 0]
+        outs = [str(i) for i in op["outputs"]]
+        produced.update(outs)
+        module = module_of(details[int(outs[0])]["name"]) if outs else None
+        if module is None:  # e.g. the graph output tensor: the op's weights still carry their module's name
+            consts = [module_of(details[int(i)]["name"]) for i in ins if i not in produced]
+            consts = [c for c in consts if c]
+            module = max(consts, key=len) if consts else None
+        nodes.append(_Node(op["op_name"], ins, outs, module))
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+
+    def make_runner(wanted: list[str]):
+        def run(x: np.ndarray) -> dict[str, np.ndarray]:
+            if np.issubdtype(inp["dtype"], np.integer):  # full-integer model: quantise as the parity runner does
+                scale, zero = inp["quantization"]
+                info = np.iinfo(inp["dtype"])
+                x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+            interp.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
+            interp.invoke()
+            got = {}
+            for t in wanted:
+                d = details[int(t)]
+                v = interp.get_tensor(int(t))
+                if np.issubdtype(v.dtype, np.integer):
+                    scale, zero = d["quantization"]
+                    if not scale:
+                        continue  # not a quantized activation (shapes, indices)
+                    v = (v.astype(np.float32) - zero) * scale
+                got[t] = v.astype(np.float32)
+            return got
+
+        return run
+
+    note = (
+        "LiteRT: intermediates from its built-in kernels (the XNNPACK delegate, which parity's logits come from, "
+        "keeps none)"
+    )
+    graph = _Graph(nodes, str(out["index"]), make_runner, note)
+    for n in graph.nodes:  # unnamed ops (re-quantize, layout transposes) belong to their input's module
+        if n.module is None and n.inputs and n.inputs[0] in graph.producers:
+            n.module = graph.nodes[graph.producers[n.inputs[0]]].module
+    return graph
+
+
+_MIL_SUFFIX = re.compile(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32|_quantized|_dequantized|_dequantize)+$")
+
+
+def _coreml_graph(path: Path, model, example) -> _Graph:
+    from edgevit.parity.coreml import Emulator
+
+    fx = _fx_modules(model, example)
+    em = Emulator(path)
+
+    def module_of(var: str) -> str | None:
+        base = _MIL_SUFFIX.sub("", var)
+        if base in fx:
+            return fx[base]
+        if base.endswith("_0") and base[:-2] in fx:  # MIL renames e.g. the first `linear` to linear_0
+            return fx[base[:-2]]
+        return None
+
+    nodes = []
+    for op, _, args in em._plan:
+        ins = [n for a in args.values() for n in (a if isinstance(a, tuple) else (a,))]
+        outs = [o.name for o in op.outputs]
+        nodes.append(_Node(op.op_type, ins, outs, module_of(outs[0]) or module_of(op.name)))
+    (in_name,) = list(em.inputs)
+
+    def make_runner(wanted: list[str]):
+        def run(x: np.ndarray) -> dict[str, np.ndarray]:
+            env = em.trace({in_name: x})
+            return {t: np.asarray(env[t], dtype=np.float32) for t in wanted if t in env}
+
+        return run
+
+    graph = _Graph(nodes, em.outputs[0], make_runner)
+    graph.inherit_modules()
+    return graph
+
+
+def _pte_graph(path: Path, model, example) -> _Graph:
+    from edgevit.export import executorch as et
+
+    runner = et.load(path, 2)
+
+    def make_runner(wanted: list[str]):
+        return lambda x: {"logits": np.asarray(runner(x), dtype=np.float32)}
+
+    note = (
+        "ExecuTorch: the XNNPACK delegate runs the network as one opaque call, so only its boundary (input and "
+        "logits) is compared; inner layers are listed as unmapped"
+    )
+    return _Graph([_Node("executorch_call_delegate", ["image"], ["logits"], None)], "logits", make_runner, note)
+
+
+# ------------------------------------------------------------------------------------------------- parity hook
+
+
+def app_inputs(images: np.ndarray, model_norm, manifest_input: dict | None):
+    """``images`` as an app that follows the manifest feeds them, and the map back to the model's normalisation.
+
+    Args:
+        images: ``[N, C, H, W]`` images normalised with the model's own ``(mean, std)`` (``model_norm``).
+        model_norm: ``(mean, std)`` the model was trained with (``model.json``), or None.
+        manifest_input: the manifest's ``input`` section (``mean``, ``std``), or None.
+
+    Returns:
+        ``(app_images, to_model, app_norm)``: the images normalised as the manifest says, a function mapping such
+        images back to the model's normalisation (the PyTorch reference sees what training saw), and the manifest's
+        ``(mean, std)``. When both agree (or one is missing) the images are returned unchanged.
+    """
+    same = (images, lambda x: x, model_norm)
+    if not manifest_input or model_norm is None or "mean" not in manifest_input or "std" not in manifest_input:
+        return same
+    m_mean, m_std = (np.asarray(v, np.float32).reshape(1, -1, 1, 1) for v in model_norm)  # [C] -> [1, C, 1, 1]
+    a_mean = np.asarray(manifest_input["mean"], np.float32).reshape(1, -1, 1, 1)
+    a_std = np.asarray(manifest_input["std"], np.float32).reshape(1, -1, 1, 1)
+    if np.array_equal(m_mean, a_mean) and np.array_equal(m_std, a_std):
+        return same
+    app = ((images * m_std + m_mean - a_mean) / a_std).astype(np.float32)  # pixel/255, normalised per manifest
+
+    def to_model(x: np.ndarray) -> np.ndarray:
+        return ((x * a_std + a_mean - m_mean) / m_std).astype(np.float32)
+
+    return app, to_model, (list(manifest_input["mean"]), list(manifest_input["std"]))
+
+
+def explain_report(report, artifacts, model, images: np.ndarray, app_images: np.ndarray | None, everything: bool):
+    """Add an ``explain`` entry to each failing artifact of ``report`` (every runnable one with ``everything``).
+
+    ``images`` are what PyTorch saw, ``app_images`` what the artifacts were fed. An artifact that cannot be
+    explained gets ``{"error": why}`` instead; parity's verdict never depends on it.
+    """
+    by_path = {str(a.path): a for a in artifacts}
+    for entry in report.artifacts:
+        art = by_path.get(str(entry.get("path")))
+        if art is None or not entry.get("runnable") or entry.get("top1") is None:
+            continue  # not run here, or crashed: nothing to compare inside
+        if not everything and entry.get("passed") is not False:
+            continue
+        try:
+            entry["explain"] = explain(model, art, images, app_images)
+        except Exception as e:  # a tracer failing must not hide the parity verdict
+            entry["explain"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+
+
+# ------------------------------------------------------------------------------------------------- rendering
+
+
+def table(entry: dict[str, Any], title: str = ""):
+    """A ``rich`` table of an ``explain`` dict: each layer's error and its growth, the first divergent marked."""
+    from rich.table import Table
+
+    first = (entry.get("first_divergent") or {}).get("module")
+    t = Table(
+        title=title or f"explain (rel L2 over {entry.get('images', '?')} images, tolerance {entry['tolerance']:g})"
+    )
+    for col in ("module", "op", "rel err", "× prev", "max abs", ""):
+        right = col in ("rel err", "× prev", "max abs")
+        t.add_column(col, justify="right" if right else "left", no_wrap=col in ("module", "op"))
+    prev = None
+    for row in entry.get("layers") or []:
+        growth = "–" if not prev or prev < 1e-6 else f"{row['rel_err'] / prev:.1f}"
+        prev = row["rel_err"]
+        mark = ""
+        if row["module"] == first:
+            mark, first = "[red]◀ first divergent[/red]", None  # only the first such row
+        elif row.get("carried") is False:
+            mark = "[dim]over, not carried on[/dim]"
+        elif row["rel_err"] > entry["tolerance"]:
+            mark = "[yellow]over[/yellow]"
+        t.add_row(row["module"], row["op"], f"{row['rel_err']:.2e}", growth, f"{row['max_abs_err']:.2e}", mark)
+    if entry.get("note"):
+        t.caption = entry["note"]
+    return t
+
+
+def summary(entry: dict[str, Any]) -> str:
+    """One line: which layer diverges first (or none), with its op and error."""
+    fd = entry.get("first_divergent")
+    if not fd:
+        worst = max(entry.get("layers") or [{"rel_err": 0.0}], key=lambda r: r["rel_err"])["rel_err"]
+        return f"no layer diverges beyond rel L2 {entry['tolerance']:g} (largest {worst:.2e})"
+    return f"first divergent layer: {fd['module']} ({fd['op']}), rel L2 {fd['rel_err']:.2e} > {entry['tolerance']:g}"
+
+
+__all__ = ["DEFAULT_TOLERANCE", "app_inputs", "explain", "explain_report", "summary", "table"]

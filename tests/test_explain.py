@@ -1,0 +1,139 @@
+"""The divergence finder (``edgevit.parity.explain``): module-by-module comparison of an artifact's intermediate
+tensors with PyTorch's, per runtime, on real digits images.
+
+A faulty artifact here is the export of a copy of the model with one layer's weights scaled by 1.5 (the mutation
+suite, ``test_mutations.py``, edits the artifacts themselves). The model is a narrow 2-block ViT with random
+norm affines (``randomize_``) so every layer shows in its output.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_
+
+from edgevit import create_model
+from edgevit.export import Artifact, backend_module
+from edgevit.parity.explain import _first_divergent, _layouts, app_inputs, explain
+
+LEAVES = [
+    "patch_embed.proj",
+    "blocks.0.norm1",
+    "blocks.0.attn.qkv",
+    "blocks.0.attn.proj",
+    "blocks.0.mlp.fc1",
+    "blocks.0.mlp.act",
+    "blocks.0.mlp.fc2",
+    "blocks.1.attn",
+    "norm",
+    "head",
+]
+
+
+@pytest.fixture(scope="module")
+def small_vit():
+    torch.manual_seed(0)
+    model = create_model(
+        "vit_tiny_patch16", img_size=32, patch_size=8, depth=2, embed_dim=64, mlp_dim=128, num_heads=2, num_classes=10
+    )
+    return randomize_(model).eval()
+
+
+@pytest.fixture(scope="module")
+def val8(digits32):
+    return np.stack([digits32.val[i][0].numpy() for i in range(8)])
+
+
+def _faulty(model, module: str, scale: float = 1.5):
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        bad.get_submodule(module).weight.mul_(scale)
+    return bad.eval()
+
+
+def _export(model, images, backend, path, precision=None):
+    mod = backend_module(backend)
+    mod.export(model, torch.from_numpy(images[:1]), path, **({"precision": precision} if precision else {}))
+    return Artifact(backend, precision or ("fp16" if backend == "coreml" else "fp32"), path)
+
+
+def test_layouts_match_nhwc_and_split_heads():
+    ref = np.arange(2 * 8 * 3 * 5, dtype=np.float64).reshape(2, 8, 3, 5)  # [n, C, H, W]
+    nhwc = ref.transpose(0, 2, 3, 1)  # what LiteRT stores around a conv
+    assert any(np.array_equal(c, ref) for c in _layouts(nhwc, ref.shape[1:]))
+    tokens = np.arange(2 * 17 * 6, dtype=np.float64).reshape(2, 1, 17, 6)
+    split = tokens.reshape(2, 1, 17, 2, 3)  # [B, N, h, d] vs [B, N, C]: same memory order
+    assert any(np.array_equal(c, tokens[:, 0]) for c in _layouts(split, (17, 6)))
+    assert _layouts(np.zeros((2, 5)), (3,)) == []  # sizes differ: no arrangement
+
+
+def test_first_divergent_needs_the_error_carried_on():
+    rows = [{"module": m, "rel_err": e} for m, e in [("a", 1e-7), ("ln", 2e-2), ("b", 1e-7), ("c", 0.5), ("d", 0.4)]]
+    first = _first_divergent(rows, 1e-3)
+    assert first["module"] == "c" and rows[1]["carried"] is False  # ln: over, but the next layer is fine again
+    assert _first_divergent(rows[:3], 1e-3) is None
+    assert _first_divergent([{"module": "out", "rel_err": 1.0}], 1e-3)["module"] == "out"  # the last row counts
+
+
+def test_app_inputs_follow_the_manifest_and_map_back(val8):
+    same, to_model, norm = app_inputs(val8, ([0.5] * 3, [0.5] * 3), {"mean": [0.5] * 3, "std": [0.5] * 3})
+    assert same is val8 and to_model(val8) is val8
+    app, to_model, norm = app_inputs(val8, ([0.5] * 3, [0.5] * 3), {"mean": [0.485, 0.456, 0.406], "std": [0.2] * 3})
+    assert norm == ([0.485, 0.456, 0.406], [0.2] * 3) and not np.allclose(app, val8)
+    np.testing.assert_allclose(to_model(app), val8, atol=1e-5)
+
+
+def test_onnx_clean_matches_and_a_perturbed_layer_is_named(small_vit, val8, tmp_path):
+    good = _export(small_vit, val8, "onnx", tmp_path / "good.onnx")
+    e = explain(small_vit, good, val8)
+    modules = [r["module"] for r in e["layers"]]
+    assert modules[0] == "input" and modules[-1] == "output" and set(LEAVES) <= set(modules), modules
+    assert e["first_divergent"] is None and e["metric"] == "rel_l2" and e["tolerance"] == 1e-3
+    assert max(r["rel_err"] for r in e["layers"]) < 1e-5 and e["unmapped"] == []
+    assert next(r for r in e["layers"] if r["module"] == "blocks.0.mlp.act")["op"] == "Gelu"
+
+    bad = _export(_faulty(small_vit, "blocks.1.mlp.fc1"), val8, "onnx", tmp_path / "bad.onnx")
+    e = explain(small_vit, bad, val8)
+    fd = e["first_divergent"]
+    assert fd["module"] == "blocks.1.mlp.fc1" and fd["rel_err"] > 0.1, fd
+    before = e["layers"][: e["layers"].index(fd)]
+    assert before and all(r["rel_err"] < 1e-5 for r in before)  # the error starts there
+    assert e["layers"][-1]["rel_err"] > 1e-3  # and reaches the logits
+
+
+def test_tflite_names_the_perturbed_layer_through_nhwc_and_folded_norms(small_vit, val8, tmp_path):
+    bad = _export(_faulty(small_vit, "blocks.0.attn.qkv"), val8, "tflite", tmp_path / "bad.tflite")
+    e = explain(small_vit, bad, val8)
+    assert e["first_divergent"]["module"] == "blocks.0.attn.qkv", e["first_divergent"]
+    assert e["first_divergent"]["op"] == "FULLY_CONNECTED" and "built-in kernels" in e["note"]
+    rows = {r["module"]: r for r in e["layers"]}
+    assert rows["patch_embed.proj"]["rel_err"] < 1e-5  # NHWC conv output matched to PyTorch's NCHW
+    # LiteRT folds LayerNorm's affine into the next FULLY_CONNECTED: that row is off, flagged, and not the cause
+    assert rows["blocks.0.norm1"].get("carried") is False or rows["blocks.0.norm1"]["rel_err"] < 1e-3
+
+
+def test_coreml_emulator_per_op_outputs_name_the_perturbed_layer(small_vit, val8, tmp_path):
+    bad = _export(_faulty(small_vit, "blocks.1.attn.proj"), val8, "coreml", tmp_path / "bad.mlpackage")
+    e = explain(small_vit, bad, val8[:4])
+    fd = e["first_divergent"]
+    assert fd["module"] == "blocks.1.attn.proj" and fd["op"] == "linear", fd
+    before = e["layers"][: e["layers"].index(fd)]
+    assert len(before) > 8 and all(r["rel_err"] < 1e-2 for r in before)  # fp16: close, not equal
+    assert any(r["rel_err"] > 1e-5 for r in before)
+
+
+@pytest.mark.slow
+def test_executorch_is_compared_at_the_delegate_boundary_and_says_so(quickstart_run, digits32):
+    """On the quickstart run's ``.pte`` (the session's shared run; no export of its own)."""
+    from edgevit.models import load_model
+
+    model, _ = load_model(quickstart_run / "model.safetensors")
+    art = Artifact("executorch", "fp32", quickstart_run / "artifacts" / "executorch_fp32.pte")
+    images = np.stack([digits32.val[i][0].numpy() for i in range(4)])
+    e = explain(model.eval(), art, images)
+    assert [r["module"] for r in e["layers"]] == ["input", "output"] and e["first_divergent"] is None
+    assert e["layers"][1]["rel_err"] < 1e-5 and e["layers"][1]["op"] == "executorch_call_delegate"
+    assert "opaque" in e["note"] and "blocks.0.attn" in e["unmapped"]
