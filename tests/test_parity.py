@@ -1,10 +1,23 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgevit.export import Artifact
-from edgevit.parity import ParityConfig, Tolerance, check, judge, metrics, render_markdown
+from edgevit.parity import (
+    ParityConfig,
+    PeakRSS,
+    Tolerance,
+    check,
+    judge,
+    kl_div,
+    latency,
+    metrics,
+    psnr_db,
+    render_markdown,
+    top_k,
+)
 
 
 def test_metrics_on_known_logits():
@@ -18,6 +31,92 @@ def test_metrics_on_known_logits():
     assert m["max_abs_err"] == 1.0
     assert m["mean_abs_err"] == pytest.approx(2 / 12)
     assert m["cosine"] == pytest.approx(0.75)
+    assert m["top5"] == 100.0  # 3 classes: every label is in the top 5
+
+
+def test_top5_counts_labels_ranked_within_five():
+    logits = np.array([np.arange(10, 0, -1), np.arange(10, 0, -1), np.arange(10, 0, -1)], np.float32)  # class i ranks i
+    assert top_k(logits, np.array([0, 4, 5]), 5) == pytest.approx(200 / 3)  # ranks 1 and 5 count, rank 6 does not
+    assert top_k(logits, np.array([0, 4, 5]), 1) == pytest.approx(100 / 3)
+
+
+def test_psnr_and_kl_on_known_numbers():
+    ref = np.array([[0.0, 10.0]], np.float32)
+    # peak = reference range 10, MSE = (1^2 + 0^2) / 2 = 0.5: 10 log10(100 / 0.5) = 23.0103 dB
+    assert psnr_db(np.array([[1.0, 10.0]], np.float32), ref) == pytest.approx(10 * np.log10(200), abs=1e-9)
+    assert psnr_db(ref, ref) == float("inf")
+    # softmax([0, 0]) = (1/2, 1/2); softmax([ln 3, 0]) = (3/4, 1/4): KL = 1/2 ln(2/3) + 1/2 ln 2 = 0.143841 nats
+    p, q = np.array([[0.0, 0.0]]), np.array([[np.log(3.0), 0.0]])
+    assert kl_div(q, p) == pytest.approx(0.5 * np.log(2 / 3) + 0.5 * np.log(2), abs=1e-12)
+    assert kl_div(p + 5.0, p) == pytest.approx(0.0, abs=1e-15)  # softmax ignores a shift
+    assert kl_div(np.array([[1000.0, -1000.0]]), np.array([[999.0, -1000.0]])) < 1e-300  # stable at large logits
+    m = metrics(ref.copy(), ref, np.array([1]))
+    assert m["psnr_db"] is None and m["kl_div"] == 0.0  # identical: infinite PSNR is stored as null (JSON has no inf)
+
+
+def test_psnr_and_kl_tolerances_are_judged_and_partial_overrides_keep_the_defaults():
+    tol = Tolerance(min_agreement=0.9, max_top1_drop=1.0, min_psnr_db=30.0, max_kl_div=1e-3)
+    m = {"agreement": 1.0, "top1": 98.0, "cosine": 1.0, "psnr_db": 25.0, "kl_div": 2e-3}
+    assert judge(m, 98.0, tol) == ["PSNR 25.0 dB < 30.0", "KL divergence 2.00e-03 > 0.001"]
+    assert judge(m | {"psnr_db": None, "kl_div": 0.0}, 98.0, tol) == []  # identical logits pass
+    cfg = ParityConfig(tolerances={"int8": {"min_agreement": 0.9}})
+    assert cfg.tolerance("int8").min_agreement == 0.9
+    assert cfg.tolerance("int8").min_cosine == 0.98 and cfg.tolerance("int8").max_top1_drop == 1.0  # defaults kept
+    assert cfg.tolerance("fp32").min_agreement == 0.995
+    with pytest.raises(ValueError, match="min_agrement"):
+        ParityConfig(tolerances={"int8": {"min_agrement": 0.9}})
+
+
+def test_latency_is_a_distribution():
+    import time
+
+    def runner(x):
+        time.sleep(0.002)
+        return x
+
+    lat = latency(runner, np.zeros((1, 2, 2), np.float32), warmup=2, runs=7, threads=3)
+    assert lat["runs"] == 7 and lat["warmup"] == 2 and lat["threads"] == 3 and len(lat["samples"]) == 7
+    assert 2.0 <= lat["min"] <= lat["median"] <= lat["p90"] <= lat["max"]
+    assert lat["mean"] == pytest.approx(np.mean(lat["samples"]), rel=1e-4)
+    assert lat["std"] == pytest.approx(np.std(lat["samples"]), rel=1e-3, abs=1e-5)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_peak_rss_sees_a_transient_allocation():
+    with PeakRSS() as mem:
+        a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del a
+    assert mem.mb is not None and 60 <= mem.mb < 200, mem.mb
+    with PeakRSS() as small:
+        np.ones(1000).sum()
+    assert small.mb < 16, small.mb  # the high-water mark was reset, not carried over
+
+
+def test_markdown_renders_a_schema_1_file():
+    """An old parity.json (no top5/PSNR/KL/memory, latency median and p90 only) still renders; gaps show as –."""
+    doc = {
+        "schema_version": 1,
+        "num_images": 4,
+        "threads": 2,
+        "reference": {"backend": "pytorch", "precision": "fp32", "top1": 98.0, "latency_ms": {"median": 2.0, "p90": 3}},
+        "passed": True,
+        "artifacts": [
+            {
+                "backend": "onnx", "precision": "fp32", "quantizer": None, "path": "a.onnx", "size_bytes": 2048,
+                "runnable": True, "reason": None, "execution": "native", "top1": 98.0, "agreement": 1.0,
+                "max_abs_err": 1e-6, "mean_abs_err": 1e-7, "cosine": 1.0,
+                "latency_ms": {"median": 1.0, "p90": 1.5, "runs": 5, "warmup": 1}, "passed": True, "failures": [],
+            }
+        ],
+        "device": {"name": "host", "emulated": False},
+    }  # fmt: skip
+    md = render_markdown(doc)
+    assert "top-5 –%" in md
+    assert (
+        "| onnx | fp32 | – | yes | 98.00 | – | 1.0000 | 1.00e-06 | 1.00e-07 | 1.000000 | – | – | 1.000 | 1.500 | – |"
+        in md
+    )
+    assert "2.00× faster | – | 2 | pass |" in md
 
 
 def test_judge_names_each_violation():
@@ -64,13 +163,26 @@ def test_check_flags_a_faulty_artifact_and_emulates_core_ml_off_macos(digits32, 
     doc = report.to_json()
     json.dumps(doc)  # serialisable
     md = render_markdown(doc)
+    print(md)
     assert "**Overall: FAIL**" in md
     assert good_row["execution"] == "native"
+    assert doc["schema_version"] == 2 and 0 <= doc["reference"]["top5"] <= 100
+    assert (
+        good_row["psnr_db"] > 60
+        and good_row["kl_div"] < 1e-6
+        and good_row["top5"] == pytest.approx(doc["reference"]["top5"])
+    )
+    assert bad_row["psnr_db"] < good_row["psnr_db"] - 30 and bad_row["kl_div"] > 1.0  # 10-logit bias: far off
+    lat = good_row["latency_ms"]
+    assert lat["runs"] == 3 and lat["threads"] == 2 and len(lat["samples"]) == 3 and lat["min"] <= lat["median"]
+    assert good_row["peak_memory_mb"] is not None and good_row["peak_memory_mb"] >= 0
+    assert "| top-5 % |" in md and "| PSNR dB | KL nats |" in md and "| std ms |" in md and "| peak MiB |" in md
     assert coreml_row["passed"] is True and coreml_row["agreement"] >= 0.99 and coreml_row["size_bytes"] > 0
     assert 0 < coreml_row["max_abs_err"] < 0.05  # fp16: close to, not equal to, PyTorch fp32
     if platform.system() != "Darwin":
         assert coreml_row["execution"].startswith("emulated (NumPy MIL interpreter, per-op fp16 rounding")
-        assert coreml_row["latency_ms"] is None
+        assert coreml_row["latency_ms"] is None and coreml_row["peak_memory_mb"] is None
+        assert {"what": "coreml runtime", "how": "emulated", "note": coreml_row["execution"]} in doc["device"]["parts"]
         assert "| coreml | fp16 | – | emulated |" in md and "Emulated here, not run by the real runtime" in md
 
 

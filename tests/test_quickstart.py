@@ -21,6 +21,10 @@ ENTRY_KEYS = {
     "max_abs_err",
     "mean_abs_err",
     "cosine",
+    "top5",
+    "psnr_db",
+    "kl_div",
+    "peak_memory_mb",
     "latency_ms",
     "passed",
 }
@@ -41,7 +45,7 @@ def _row(doc, backend, precision):
 
 def test_quickstart_meets_the_foundation_bar(quickstart_run):
     doc = _doc(quickstart_run)
-    assert doc["schema_version"] == 1 and doc["num_images"] == 360 and doc["threads"] == 2
+    assert doc["schema_version"] == 2 and doc["num_images"] == 360 and doc["threads"] == 2
     assert doc["reference"]["top1"] >= 95.0
     assert doc["passed"] is True
     for a in doc["artifacts"]:

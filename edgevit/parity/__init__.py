@@ -3,29 +3,42 @@
 ``check(artifacts, images, labels, reference, config)`` returns a :class:`ParityReport`; ``write_report``
 writes ``parity.json`` (schema below) and ``report.md``.
 
-``parity.json`` schema (``schema_version`` 1)::
+``parity.json`` schema (``schema_version`` 2)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "num_images": int,            # validation images, each run at batch 1
-      "threads": int,               # thread count used by every runtime
-      "reference": {"backend": "pytorch", "precision": "fp32", "top1": float, "latency_ms": {...}},
+      "threads": int,               # thread count used by every runtime (a device profile sets its own)
+      "reference": {"backend": "pytorch", "precision": "fp32", "top1": float, "top5": float,
+                    "latency_ms": {...}},
       "passed": bool,               # every runnable artifact met its tolerance
       "artifacts": [{
         "backend": str, "precision": str, "quantizer": str | null, "path": str, "size_bytes": int,
         "runnable": bool, "reason": str | null,            # why it could not run here
         "execution": str | null,    # "native", or how it was emulated, e.g. Core ML off macOS (no latency then)
-        "top1": float,              # percent
+        "top1": float, "top5": float,                      # percent of images whose label is the top-1 / in the top 5
         "agreement": float,         # fraction of images whose argmax equals the reference's
         "max_abs_err": float, "mean_abs_err": float,       # over all logits, vs reference
         "cosine": float,            # mean over images of the logit-vector cosine similarity
-        "latency_ms": {"median": float, "p90": float, "runs": int, "warmup": int},
+        "psnr_db": float | null,    # PSNR of all logits vs the reference's, peak = reference logit range (max - min);
+                                    # null when not run or when the logits are identical (infinite PSNR)
+        "kl_div": float,            # mean over images of KL(softmax(reference) || softmax(artifact)), nats
+        "latency_ms": {"median", "p90", "mean", "std", "min", "max": float, "runs": int, "warmup": int,
+                       "threads": int, "samples": [float]} | null,   # null when not timed (emulated)
+        "peak_memory_mb": float | null,   # see :class:`PeakRSS`; null where not measurable (emulated, non-Linux)
         "passed": bool | null,      # null when not runnable
         "failures": [str], "tolerance": {...},
         "vs_host": {...} | null     # emulated devices only, see below
       }],
-      "device": {"name": str, "emulated": bool, "description": str, ...}
+      "device": {"name": str, "emulated": bool, "description": str,
+                 "parts": [{"what": str, "how": "real" | "emulated", "note": str}],   # what stood in for the device
+                 "profile": {...} | null,   # the device profile (edgevit/parity/profiles/NAME.yaml), if one was named
+                 "ships": str | null,       # profiles: the artifact that device would ship (best passing by preference)
+                 ...}
     }
+
+Schema history: 2 added ``top5``, ``psnr_db``, ``kl_div``, ``peak_memory_mb``, the latency distribution and
+``device.parts`` / ``device.profile``; version 1 files lack them and the renderer shows ``–``.
 
 Metrics are null for an artifact that cannot run on this device; it is listed, never dropped.
 
@@ -40,6 +53,8 @@ artifact passes when both comparisons pass; a runtime crash on the device is a f
 from __future__ import annotations
 
 import importlib
+import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,12 +62,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgevit._utils import EdgeVitError, path_size, progress_bar, write_json_atomic, write_text_atomic
 from edgevit.export.artifact import Artifact, NotRunnable, RunFailed
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EMULATORS = {"coreml": "edgevit.parity.coreml"}  # backend -> module whose runner(path) emulates it off-platform
 
 
@@ -64,6 +79,8 @@ class Tolerance(BaseModel):
     min_agreement: float = Field(ge=0, le=1, description="fraction of images with the reference's top-1 class")
     max_top1_drop: float = Field(ge=0, description="allowed top-1 loss vs the reference, in points")
     min_cosine: float = Field(0.0, ge=-1, le=1, description="minimum mean logit cosine similarity")
+    min_psnr_db: float | None = Field(None, description="minimum logit PSNR in dB (None: not judged)")
+    max_kl_div: float | None = Field(None, ge=0, description="largest mean softmax KL, nats (None: not judged)")
 
 
 DEFAULT_TOLERANCES = {
@@ -111,6 +128,19 @@ class ParityConfig(BaseModel):
         default_factory=lambda: dict(DEFAULT_DEVICE_TOLERANCES),
         description="an emulated device's logits vs the host run of the same artifact, per precision",
     )
+
+    @field_validator("tolerances", "device_tolerances", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any, info) -> Any:
+        """A recipe's ``{int8: {min_agreement: 0.97}}`` overrides only the keys it names; the rest of that
+        precision's default stays (so overriding one threshold never silently drops the others)."""
+        defaults = DEFAULT_TOLERANCES if info.field_name == "tolerances" else DEFAULT_DEVICE_TOLERANCES
+        if not isinstance(value, dict):
+            return value
+        return {
+            p: ({**defaults[p].model_dump(), **t} if isinstance(t, dict) and p in defaults else t)
+            for p, t in value.items()
+        }
 
     def tolerance(self, precision: str) -> Tolerance:
         """The tolerance for ``precision``, falling back to the defaults."""
@@ -160,8 +190,15 @@ def run_all(runner: Callable[[np.ndarray], np.ndarray], images: np.ndarray, desc
     return np.stack(out).astype(np.float32)
 
 
-def latency(runner: Callable[[np.ndarray], np.ndarray], image: np.ndarray, warmup: int, runs: int) -> dict[str, Any]:
-    """Median and p90 wall time in ms of ``runs`` batch-1 calls after ``warmup`` untimed ones."""
+def latency(
+    runner: Callable[[np.ndarray], np.ndarray], image: np.ndarray, warmup: int, runs: int, threads: int | None = None
+) -> dict[str, Any]:
+    """The wall-time distribution (ms) of ``runs`` batch-1 calls of ``runner`` after ``warmup`` untimed ones.
+
+    Returns ``{"median", "p90", "mean", "std", "min", "max", "runs", "warmup", "threads", "samples"}``: ``std`` is
+    the population standard deviation, ``samples`` every timed call in order, ``threads`` the runtime's thread
+    count as given by the caller (None when unknown).
+    """
     x = image[None]
     for _ in range(warmup):
         runner(x)
@@ -170,27 +207,115 @@ def latency(runner: Callable[[np.ndarray], np.ndarray], image: np.ndarray, warmu
         t0 = time.perf_counter()
         runner(x)
         times.append((time.perf_counter() - t0) * 1e3)
+    t = np.asarray(times)
     return {
-        "median": float(np.median(times)),
-        "p90": float(np.percentile(times, 90)),
+        "median": float(np.median(t)),
+        "p90": float(np.percentile(t, 90)),
+        "mean": float(t.mean()),
+        "std": float(t.std()),
+        "min": float(t.min()),
+        "max": float(t.max()),
         "runs": runs,
         "warmup": warmup,
+        "threads": threads,
+        "samples": [round(float(v), 6) for v in t],
     }
 
 
-def metrics(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Top-1 (percent), argmax agreement (fraction), abs errors and mean cosine of ``logits`` vs ``reference``."""
+def top_k(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Percent of rows of ``[N, K]`` ``logits`` whose label is among the ``k`` largest (ties: lower index first)."""
+    k = min(k, logits.shape[-1])
+    top = np.argsort(-logits, axis=-1, kind="stable")[:, :k]  # [N, K] -> [N, k] class indices
+    return float((top == np.asarray(labels)[:, None]).any(-1).mean() * 100.0)
+
+
+def psnr_db(logits: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of ``logits`` vs ``reference`` over all values: ``10 log10(peak² / MSE)``, ``peak`` the reference's
+    range ``max - min`` (logits have no fixed peak; their spread is the scale an error should be read against).
+    ``inf`` when they are identical."""
+    ref = reference.astype(np.float64)
+    mse = float(np.mean((logits.astype(np.float64) - ref) ** 2))
+    peak = float(ref.max() - ref.min())
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(max(peak, 1e-12) ** 2 / mse)
+
+
+def kl_div(logits: np.ndarray, reference: np.ndarray) -> float:
+    """Mean over rows of ``KL(softmax(reference) || softmax(logits))`` in nats (how much probability mass the
+    artifact moves; 0 when the distributions agree), computed in float64 with log-softmax."""
+
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z = z.astype(np.float64)
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    log_p, log_q = log_softmax(reference), log_softmax(logits)
+    return float(np.mean((np.exp(log_p) * (log_p - log_q)).sum(-1)))
+
+
+def metrics(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """Top-1/top-5 (percent), argmax agreement (fraction), abs errors, mean cosine, PSNR (dB; None when the logits
+    are identical) and mean softmax KL (nats) of ``[N, K]`` ``logits`` vs ``reference``."""
     err = np.abs(logits.astype(np.float64) - reference.astype(np.float64))
     num = (logits * reference).sum(-1, dtype=np.float64)
     den = np.linalg.norm(logits.astype(np.float64), axis=-1) * np.linalg.norm(reference.astype(np.float64), axis=-1)
     cos = num / np.maximum(den, 1e-12)
+    psnr = psnr_db(logits, reference)
     return {
         "top1": float((logits.argmax(-1) == labels).mean() * 100.0),
+        "top5": top_k(logits, labels, 5),
         "agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
         "max_abs_err": float(err.max()),
         "mean_abs_err": float(err.mean()),
         "cosine": float(cos.mean()),
+        "psnr_db": None if math.isinf(psnr) else psnr,  # JSON has no infinity
+        "kl_div": kl_div(logits, reference),
     }
+
+
+class PeakRSS:
+    """Peak resident memory of this process while a block runs, as the rise above the RSS at its start (MiB).
+
+    Linux only: entering writes ``5`` to ``/proc/self/clear_refs`` (resets the kernel's RSS high-water mark,
+    ``VmHWM``, to the current RSS); leaving reads ``VmHWM``. ``mb`` is then ``VmHWM - VmRSS at entry``: the most
+    resident memory the block added at any moment (model buffers, runtime arenas, outputs), including pages of
+    shared libraries it touched first. It can read low when the block reuses memory an earlier block freed but the
+    allocator kept, and it includes anything another thread of this process allocated meanwhile. ``mb`` is None
+    where this cannot be measured (not Linux, or ``clear_refs`` not writable).
+    """
+
+    def __init__(self) -> None:
+        self.mb: float | None = None
+        self._start: int | None = None
+
+    def __enter__(self) -> PeakRSS:
+        if not sys.platform.startswith("linux"):
+            return self
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._start = _proc_status_kb("VmRSS")
+        except OSError:
+            self._start = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._start is not None:
+            hwm = _proc_status_kb("VmHWM")
+            self.mb = None if hwm is None else max(hwm - self._start, 0) / 1024.0
+
+
+def _proc_status_kb(key: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (e.g. ``VmRSS``), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def judge(m: dict[str, float], reference_top1: float, tol: Tolerance) -> list[str]:
@@ -203,6 +328,11 @@ def judge(m: dict[str, float], reference_top1: float, tol: Tolerance) -> list[st
         failures.append(f"top-1 drop {drop:.2f} points > {tol.max_top1_drop}")
     if m["cosine"] < tol.min_cosine:
         failures.append(f"cosine {m['cosine']:.6f} < {tol.min_cosine}")
+    psnr = m.get("psnr_db")  # None: identical logits (infinite PSNR)
+    if tol.min_psnr_db is not None and psnr is not None and psnr < tol.min_psnr_db:
+        failures.append(f"PSNR {psnr:.1f} dB < {tol.min_psnr_db}")
+    if tol.max_kl_div is not None and m.get("kl_div") is not None and m["kl_div"] > tol.max_kl_div:
+        failures.append(f"KL divergence {m['kl_div']:.2e} > {tol.max_kl_div}")
     return failures
 
 
@@ -224,6 +354,7 @@ def check(
     config: ParityConfig,
     progress: bool = True,
     device=None,
+    normalization: tuple[list[float], list[float]] | None = None,
 ) -> ParityReport:
     """Run the reference and every artifact over ``images`` (batch 1) and judge each against its tolerance.
 
@@ -235,7 +366,10 @@ def check(
         config: threads, latency runs and tolerances.
         progress: show progress bars.
         device: where the artifacts run (:func:`edgevit.parity.devices.get_device`); default this host. On an
-            emulated device each artifact is also run on the host, and the two runs are compared.
+            emulated device each artifact is also run on the host, and the two runs are compared. A device
+            profile sets the thread count and may change the input (8-bit pixels), for the reference too.
+        normalization: the images' ``(mean, std)`` per channel, which a profile with 8-bit input needs to
+            recover pixels (``x * std + mean``).
 
     Returns:
         A :class:`ParityReport`.
@@ -245,21 +379,26 @@ def check(
     from edgevit.parity.devices import HOST
 
     device = device or HOST
+    if getattr(device, "threads", None):
+        config = config.model_copy(update={"threads": device.threads})
+    if hasattr(device, "prepare"):  # the device's input path (e.g. 8-bit camera pixels), for every model alike
+        images = device.prepare(images, normalization)
 
     torch.set_num_threads(config.threads)
     ref_logits = run_all(reference, images, "pytorch fp32 (reference)", progress)
-    ref_top1 = float((ref_logits.argmax(-1) == labels).mean() * 100.0)
     report = ParityReport(
         num_images=len(images),
         threads=config.threads,
         reference={
             "backend": "pytorch",
             "precision": "fp32",
-            "top1": ref_top1,
-            "latency_ms": latency(reference, images[0], config.warmup, config.runs),
+            "top1": float((ref_logits.argmax(-1) == labels).mean() * 100.0),
+            "top5": top_k(ref_logits, labels, 5),
+            "latency_ms": latency(reference, images[0], config.warmup, config.runs, config.threads),
         },
         device=device.to_json(),
     )
+    ref_top1 = report.reference["top1"]
     for art in artifacts:
         tol = config.tolerance(art.precision)
         entry: dict[str, Any] = {
@@ -271,12 +410,9 @@ def check(
             "runnable": True,
             "reason": None,
             "execution": None,
-            "top1": None,
-            "agreement": None,
-            "max_abs_err": None,
-            "mean_abs_err": None,
-            "cosine": None,
+            **dict.fromkeys(_METRIC_KEYS),
             "latency_ms": None,
+            "peak_memory_mb": None,
             "passed": None,
             "failures": [],
             "tolerance": tol.model_dump(),
@@ -284,14 +420,14 @@ def check(
         if device.emulated:
             entry["vs_host"] = None
         try:
-            logits, entry["latency_ms"] = device.run(art, images, config, progress)
+            logits, entry["latency_ms"], entry["peak_memory_mb"] = device.run(art, images, config, progress)
             entry["execution"] = f"emulated device {device.name}" if device.emulated else "native"
         except NotRunnable as e:
-            if device.emulated or art.backend not in EMULATORS:
+            if device.emulated or art.backend not in EMULATORS or getattr(e, "final", False):
                 entry.update(runnable=False, reason=str(e))
                 report.artifacts.append(entry)
                 continue
-            try:  # no latency: the emulator's speed is not the device's
+            try:  # no latency or memory: the emulator's are not the device's
                 runner = importlib.import_module(EMULATORS[art.backend]).runner(art.path)
                 logits = run_all(runner, images, f"{art.backend} {art.precision} (emulated)", progress)
             except EdgeVitError as err:  # e.g. an op the emulator lacks: this artifact fails, the others still run
@@ -310,7 +446,27 @@ def check(
             entry["failures"] += entry["vs_host"]["failures"]
         entry["passed"] = not entry["failures"]
         report.artifacts.append(entry)
+    _note_emulated_runtimes(report)
+    if hasattr(device, "ships"):
+        report.device["ships"] = device.ships(report.artifacts)
     return report
+
+
+_METRIC_KEYS = ("top1", "top5", "agreement", "max_abs_err", "mean_abs_err", "cosine", "psnr_db", "kl_div")
+
+
+def _note_emulated_runtimes(report: ParityReport) -> None:
+    """Add a ``device.parts`` entry for each runtime an interpreter stood in for (Core ML off macOS), unless the
+    device already describes it."""
+    parts = report.device.setdefault("parts", [])
+    for a in report.artifacts:
+        execution = a.get("execution") or ""
+        what = f"{a['backend']} runtime"
+        if execution.startswith("emulated (") and not any(p["what"] == what for p in parts):
+            parts.append({"what": what, "how": "emulated", "note": execution})
+
+
+_VS_HOST_KEYS = ("agreement", "max_abs_err", "mean_abs_err", "cosine")
 
 
 def _vs_host(art: Artifact, logits, images, labels, config: ParityConfig, progress: bool) -> dict[str, Any]:
@@ -329,7 +485,7 @@ def _vs_host(art: Artifact, logits, images, labels, config: ParityConfig, progre
             "failures": [],
             "reason": f"no host run to compare with: {e}",
         }
-    m = {k: v for k, v in metrics(logits, host, labels).items() if k != "top1"}
+    m = {k: v for k, v in metrics(logits, host, labels).items() if k in _VS_HOST_KEYS}
     failures = judge_vs_host(m, tol)
     return out | m | {"passed": not failures, "failures": failures}
 
@@ -361,58 +517,174 @@ def write_report(report: ParityReport, out_dir: str | Path) -> tuple[Path, Path]
     return json_path, md_path
 
 
+def fmt(v: Any, spec: str, none: str = "–") -> str:
+    """``format(v, spec)``, or ``none`` for a missing value (old or partial ``parity.json`` files, rows not run)."""
+    return none if v is None else format(v, spec)
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
-    """The parity table as Markdown, latency as a ratio to the PyTorch reference measured in the same run."""
-    if (doc.get("device") or {}).get("emulated"):
-        return _render_device_markdown(doc)
-    ref = doc["reference"]
-    ref_ms = ref["latency_ms"]["median"]
-    lines = [
-        "# Parity report",
-        "",
-        f"{doc['num_images']} validation images, batch 1, {doc['threads']} threads. Reference: PyTorch fp32, "
-        f"top-1 {ref['top1']:.2f}%, latency median {ref_ms:.3f} ms.",
+    """``report.md`` from a ``parity.json`` document (any schema version; missing fields show as ``–``).
+
+    One table for every device: each artifact vs PyTorch (top-1/top-5, agreement, errors, cosine, PSNR, KL), with
+    latency, its ratio to the reference measured in the same run and peak memory where they were measured, and,
+    on an emulated device, the same artifact's run on this host ("ARM64 vs x86"). A device other than the host
+    gets a header saying what it is, its profile, and which parts of it were real or emulated.
+    """
+    dev = doc.get("device") or {"name": "host", "emulated": False}
+    ref, arts = doc["reference"], doc["artifacts"]
+    emulated = bool(dev.get("emulated"))
+    ref_lat = ref.get("latency_ms") or {}
+    timed = not emulated or any(a.get("latency_ms") for a in arts)
+    on_host = dev.get("name", "host") == "host"
+    lines = [f"# Parity report{'' if on_host else ': ' + dev['name']}", ""]
+    if not on_host:
+        lines += [f"Device: {dev.get('description', dev['name'])}. {dev.get('note', '')}".rstrip(), ""]
+        if dev.get("versions"):
+            versions = dev["versions"].items()
+            lines += [", ".join(f"{k}: {' '.join(v) if isinstance(v, list) else v}" for k, v in versions), ""]
+        if dev.get("profile"):
+            lines += [_profile_line(dev["profile"]), ""]
+    if dev.get("parts"):
+        lines += ["| part | how | note |", "|---|---|---|"]
+        lines += [f"| {p['what']} | {p['how']} | {p['note']} |" for p in dev["parts"]] + [""]
+    ref_ms = ref_lat.get("median")
+    lines += [
+        f"{doc['num_images']} validation images, batch 1, {doc['threads']} threads. Reference: PyTorch fp32"
+        f"{' on this host' if not on_host else ''}, top-1 {ref['top1']:.2f}%, top-5 {fmt(ref.get('top5'), '.2f')}%"
+        + (f", latency median {ref_ms:.3f} ms" if ref_ms is not None and timed else "")
+        + "."
+        + (' "ARM64 vs x86": the same artifact run by the host (x86-64) build of its runtime.' if emulated else ""),
         "",
         f"**Overall: {'PASS' if doc['passed'] else 'FAIL'}**",
         "",
-        "| backend | precision | quantizer | runs here | top-1 % | agreement | max abs err | mean abs err | cosine "
-        "| latency median ms | p90 ms | vs PyTorch | size KiB | result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def f(v, fmt):
-        return "–" if v is None else format(v, fmt)
+    def host(key: str, spec: str) -> Callable[[dict], str]:
+        return lambda a: fmt((a.get("vs_host") or {}).get(key), spec)
 
-    for a in doc["artifacts"]:
-        lat = a["latency_ms"] or {}
-        ratio = f"{ref_ms / lat['median']:.2f}× faster" if lat else "–"
-        if lat and lat["median"] > ref_ms:
-            ratio = f"{lat['median'] / ref_ms:.2f}× slower"
-        result = "not run: " + a["reason"] if not a["runnable"] else ("pass" if a["passed"] else "FAIL")
-        if a["failures"]:
-            result += " (" + "; ".join(a["failures"]) + ")"
-        lines.append(
-            f"| {a['backend']} | {a['precision']} | {a.get('quantizer') or '–'} | {_runs_here(a)} "
-            f"| {f(a['top1'], '.2f')} "
-            f"| {f(a['agreement'], '.4f')} | {f(a['max_abs_err'], '.2e')} | {f(a['mean_abs_err'], '.2e')} "
-            f"| {f(a['cosine'], '.6f')} | {f(lat.get('median'), '.3f')} | {f(lat.get('p90'), '.3f')} | {ratio} "
-            f"| {a['size_bytes'] / 1024:.0f} | {result} |"
-        )
+    def col(key: str, spec: str) -> Callable[[dict], str]:
+        return lambda a: fmt(a.get(key), spec)
+
+    def lat(key: str) -> Callable[[dict], str]:
+        return lambda a: fmt((a.get("latency_ms") or {}).get(key), ".3f")
+
+    columns: list[tuple[str, Callable[[dict], str]]] = [
+        ("backend", lambda a: a["backend"]),
+        ("precision", lambda a: a["precision"]),
+        ("quantizer", lambda a: a.get("quantizer") or "–"),
+        ("runs here", _runs_here),
+    ]
+    if emulated:
+        columns += [
+            ("ARM64 vs x86: agreement", host("agreement", ".4f")),
+            ("max abs diff", host("max_abs_err", ".2e")),
+            ("mean abs diff", host("mean_abs_err", ".2e")),
+        ]
+    columns += [
+        ("top-1 %", col("top1", ".2f")),
+        ("top-5 %", col("top5", ".2f")),
+        ("agreement", col("agreement", ".4f")),
+        ("max abs err", col("max_abs_err", ".2e")),
+        ("mean abs err", col("mean_abs_err", ".2e")),
+        ("cosine", col("cosine", ".6f")),
+        ("PSNR dB", _psnr_cell),
+        ("KL nats", col("kl_div", ".2e")),
+    ]
+    if timed:
+        columns += [
+            ("latency median ms", lat("median")),
+            ("p90 ms", lat("p90")),
+            ("std ms", lat("std")),
+            ("vs PyTorch", lambda a: _speed_ratio(ref_ms, (a.get("latency_ms") or {}).get("median"))),
+            ("peak MiB", col("peak_memory_mb", ".1f")),
+        ]
+    not_run = "not run: " if on_host else "not run on this device: "
+    columns += [
+        ("size KiB", lambda a: fmt(None if a.get("size_bytes") is None else a["size_bytes"] / 1024, ".0f")),
+        ("result", lambda a: _result_cell(a, not_run)),
+    ]
+    lines += ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(a) for _, cell in columns) + " |" for a in arts]
     lines += [
         "",
         "Agreement: fraction of images whose top-1 class equals PyTorch fp32's. Cosine: mean over images of the "
-        "logit-vector cosine similarity. Latency is host latency of the runtime named, not phone latency.",
+        "logit-vector cosine similarity. PSNR: of all logits vs PyTorch's, peak = PyTorch's logit range (∞: "
+        "identical). KL: mean KL(softmax(PyTorch) ‖ softmax(artifact)) in nats."
+        + (
+            " Latency is host latency of the runtime named (median, p90 and std over the timed runs), not phone "
+            "latency. Peak MiB: the rise of this process's resident memory while loading and running the artifact."
+            if timed
+            else ""
+        ),
         "",
     ]
-    emulated = sorted({f"{a['backend']}: {a['execution']}" for a in doc["artifacts"] if _runs_here(a) == "emulated"})
-    if emulated:  # say which numbers no real runtime produced
+    if emulated:
+        tols = {a["precision"]: a["vs_host"]["tolerance"] for a in arts if a.get("vs_host")}
+        tol_text = "; ".join(
+            f"{p}: agreement ≥ {t['min_agreement']}"
+            + (f", max abs diff ≤ {t['max_abs_err']:.0e}" if t.get("max_abs_err") else "")
+            for p, t in tols.items()
+        )
         lines += [
-            f"Emulated here, not run by the real runtime ({'; '.join(emulated)}): these rows are checked against "
-            "their tolerances like the others, but come from edgevit's interpreter of the converted program "
+            "ARM64 vs x86 thresholds (parity.device_tolerances): " + (tol_text or "–") + ". ARM64 vs PyTorch: "
+            "the recipe's usual tolerances.",
+            "",
+        ]
+    emulated_rows = sorted({f"{a['backend']}: {a['execution']}" for a in arts if _runs_here(a) == "emulated"})
+    if emulated_rows:  # say which numbers no real runtime produced
+        lines += [
+            f"Emulated here, not run by the real runtime ({'; '.join(emulated_rows)}): these rows are checked "
+            "against their tolerances like the others, but come from edgevit's interpreter of the converted program "
             "(`edgevit.parity.coreml`), not from Core ML on Apple hardware; latency is not reported for them.",
             "",
         ]
+    if dev.get("ships"):
+        lines += [
+            f"{dev['name']} would ship: `{dev['ships']}` (the first passing artifact in the profile's "
+            "backend, then precision, preference).",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _profile_line(profile: dict[str, Any]) -> str:
+    """One sentence describing a device profile: backends, precisions, threads, input and compute units."""
+    inp = profile.get("input") or {}
+    text = (
+        f"Profile `{profile['name']}`: backends {' > '.join(profile.get('backends', []))}; precisions "
+        f"{' > '.join(profile.get('precisions', []))}; {profile.get('threads')} threads; input "
+        f"{inp.get('layout', 'NCHW')} {inp.get('dtype', 'float32')}"
+    )
+    if profile.get("compute_units"):
+        text += f"; Core ML compute units {profile['compute_units']}"
+    return text + "."
+
+
+def _psnr_cell(a: dict[str, Any]) -> str:
+    """PSNR in dB; ``∞`` for identical logits (stored as null, with a zero max error)."""
+    if a.get("psnr_db") is None and a.get("max_abs_err") == 0:
+        return "∞"
+    return fmt(a.get("psnr_db"), ".1f")
+
+
+def _speed_ratio(ref_ms: float | None, ms: float | None) -> str:
+    """``2.00× faster`` / ``1.30× slower`` than the reference, or ``–``."""
+    if not ref_ms or not ms:
+        return "–"
+    return f"{ref_ms / ms:.2f}× faster" if ms <= ref_ms else f"{ms / ref_ms:.2f}× slower"
+
+
+def _result_cell(a: dict[str, Any], not_run: str) -> str:
+    """``pass`` / ``FAIL (why)`` / ``{not_run}why``."""
+    if not a["runnable"]:
+        result = not_run + (a.get("reason") or "")
+    else:
+        result = "pass" if a["passed"] else "FAIL"
+    if a.get("failures"):
+        result += " (" + "; ".join(a["failures"]) + ")"
+    if (a.get("vs_host") or {}).get("reason"):
+        result += f" ({a['vs_host']['reason']})"
+    return result
 
 
 def _runs_here(a: dict[str, Any]) -> str:
@@ -422,63 +694,6 @@ def _runs_here(a: dict[str, Any]) -> str:
     return "emulated" if (a.get("execution") or "").startswith("emulated (") else "yes"
 
 
-def _render_device_markdown(doc: dict[str, Any]) -> str:
-    """The report of an emulated device: each artifact vs PyTorch and vs its own host run; no latency."""
-    dev, ref = doc["device"], doc["reference"]
-    lines = [
-        f"# Parity report: {dev['name']}",
-        "",
-        f"Device: {dev['description']}. {dev['note']}",
-        "",
-        *(
-            [", ".join(f"{k}: {' '.join(v) if isinstance(v, list) else v}" for k, v in dev["versions"].items()), ""]
-            if dev.get("versions")
-            else []
-        ),
-        f"{doc['num_images']} validation images, batch 1, {doc['threads']} threads. Reference: PyTorch fp32 on "
-        f'this host, top-1 {ref["top1"]:.2f}%. "ARM64 vs x86": the same artifact run by the host (x86-64) build '
-        "of its runtime.",
-        "",
-        f"**Overall: {'PASS' if doc['passed'] else 'FAIL'}**",
-        "",
-        "| backend | precision | quantizer | runs here | ARM64 vs x86: agreement | max abs diff | mean abs diff "
-        "| ARM64 vs PyTorch: top-1 % | agreement | max abs err | cosine | result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-
-    def f(v, fmt):
-        return "–" if v is None else format(v, fmt)
-
-    for a in doc["artifacts"]:
-        host = a.get("vs_host") or {}
-        result = "not run on this device: " + a["reason"] if not a["runnable"] else ("pass" if a["passed"] else "FAIL")
-        if a["failures"]:
-            result += " (" + "; ".join(a["failures"]) + ")"
-        if host.get("reason"):
-            result += f" ({host['reason']})"
-        lines.append(
-            f"| {a['backend']} | {a['precision']} | {a.get('quantizer') or '–'} | {'yes' if a['runnable'] else 'no'} "
-            f"| {f(host.get('agreement'), '.4f')} | {f(host.get('max_abs_err'), '.2e')} "
-            f"| {f(host.get('mean_abs_err'), '.2e')} | {f(a['top1'], '.2f')} | {f(a['agreement'], '.4f')} "
-            f"| {f(a['max_abs_err'], '.2e')} | {f(a['cosine'], '.6f')} | {result} |"
-        )
-    tols = {
-        p: t for a in doc["artifacts"] if a.get("vs_host") for p, t in [(a["precision"], a["vs_host"]["tolerance"])]
-    }
-    tol_text = "; ".join(
-        f"{p}: agreement ≥ {t['min_agreement']}"
-        + (f", max abs diff ≤ {t['max_abs_err']:.0e}" if t["max_abs_err"] else "")
-        for p, t in tols.items()
-    )
-    lines += [
-        "",
-        "ARM64 vs x86 thresholds (parity.device_tolerances): " + (tol_text or "–") + ". ARM64 vs PyTorch: the "
-        "recipe's usual tolerances. Agreement: fraction of images with the same top-1 class.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 __all__ = [
     "DEFAULT_DEVICE_TOLERANCES",
     "DEFAULT_TOLERANCES",
@@ -486,8 +701,15 @@ __all__ = [
     "ParityConfig",
     "ParityReport",
     "Tolerance",
+    "PeakRSS",
     "check",
+    "fmt",
+    "kl_div",
+    "latency",
     "metrics",
+    "psnr_db",
+    "render_markdown",
     "report_names",
+    "top_k",
     "write_report",
 ]
