@@ -1,6 +1,14 @@
 """Datasets (``digits``, ``imagefolder``), training augmentation and calibration subsets."""
 
-from edgevit.data.datasets import DATASETS, DataSplits, build_dataset, calibration_batch, digits, imagefolder
+from edgevit.data.datasets import (
+    DATASETS,
+    DataSplits,
+    build_dataset,
+    calibration_batch,
+    digits,
+    imagefolder,
+    select_classes,
+)
 from edgevit.data.transforms import AugConfig, build_criterion, build_mixup, build_train_transform
 
 __all__ = [
@@ -14,4 +22,5 @@ __all__ = [
     "calibration_batch",
     "digits",
     "imagefolder",
+    "select_classes",
 ]

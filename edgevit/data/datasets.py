@@ -182,6 +182,53 @@ def build_dataset(name: str, **kwargs) -> DataSplits:
     return DATASETS[name](**kwargs)
 
 
+class _Relabelled(Dataset):
+    """``dataset[indices[i]]`` with its label mapped through ``new_label`` (old label -> new label)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int], new_label: dict[int, int]):
+        self.dataset, self.indices, self.new_label = dataset, indices, new_label
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.dataset[self.indices[i]]
+        return x, torch.tensor(self.new_label[int(y)])
+
+
+def _labels(dataset: Dataset) -> list[int]:
+    """Every label of ``dataset``, read without decoding images where the dataset keeps them apart."""
+    if isinstance(dataset, Subset):
+        inner = _labels(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].tolist()
+    if isinstance(dataset, TransformedImages):
+        return dataset.labels.tolist()
+    if hasattr(dataset, "targets"):  # torchvision ImageFolder
+        return [int(t) for t in dataset.targets]
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def select_classes(splits: DataSplits, classes: Sequence[str]) -> DataSplits:
+    """Only the images of ``classes`` (names from ``splits.classes``), relabelled ``0..len(classes)-1`` in the
+    given order; e.g. digits ``["5", "6", "7", "8", "9"]`` for a transfer experiment.
+
+    Raises:
+        EdgeVitError: an unknown or repeated class name.
+    """
+    unknown = [c for c in classes if c not in splits.classes]
+    if unknown or len(set(classes)) != len(classes) or not classes:
+        why = f"unknown {unknown}" if unknown else "empty or repeated names"
+        raise EdgeVitError(f"data.classes: {why}; the dataset's classes are {splits.classes}")
+    new_label = {splits.classes.index(c): i for i, c in enumerate(classes)}
+
+    def keep(ds: Dataset) -> Dataset:
+        return _Relabelled(ds, [i for i, y in enumerate(_labels(ds)) if y in new_label], new_label)
+
+    return DataSplits(keep(splits.train), keep(splits.val), list(classes))
+
+
 def calibration_batch(dataset: Dataset, num_images: int, seed: int = 0) -> torch.Tensor:
     """A deterministic ``[num_images, C, H, W]`` sample of ``dataset`` images (for PTQ calibration)."""
     n = min(num_images, len(dataset))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 class PatchEmbed(nn.Module):
@@ -120,13 +119,20 @@ class Block(nn.Module):
 
 
 def resample_pos_embed(pos_embed: torch.Tensor, new_grid: int, num_prefix_tokens: int = 1) -> torch.Tensor:
-    """Bicubically resize a ``[1, prefix + g*g, D]`` position embedding to a ``new_grid`` square grid."""
-    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    old = int(grid.shape[1] ** 0.5)
-    if old == new_grid:
-        return pos_embed
-    D = grid.shape[-1]
-    grid = grid.reshape(1, old, old, D).permute(0, 3, 1, 2)  # [1, g*g, D] -> [1, D, g, g]
-    grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, D)  # -> [1, g'*g', D]
-    return torch.cat([prefix, grid], dim=1)
+    """Bicubically resize a ``[1, prefix + g*g, D]`` position embedding to a ``new_grid`` square grid (FixRes).
+
+    timm's ``resample_abs_pos_embed`` (bicubic, antialiased, ``align_corners=False``: the grid is treated as
+    pixel centres, PIL's bicubic); the ``num_prefix_tokens`` rows (class, distillation token) are kept as they
+    are. The same grid returns ``pos_embed`` itself.
+
+    Raises:
+        ValueError: the grid part of ``pos_embed`` is not square.
+    """
+    from timm.layers import resample_abs_pos_embed
+
+    n = pos_embed.shape[1] - num_prefix_tokens
+    old = round(n**0.5)
+    if old * old != n:
+        raise ValueError(f"position embedding has {n} grid tokens after {num_prefix_tokens} prefix tokens: not square")
+    # [1, prefix + g*g, D] -> [1, prefix + g'*g', D]
+    return resample_abs_pos_embed(pos_embed, [new_grid, new_grid], [old, old], num_prefix_tokens=num_prefix_tokens)
