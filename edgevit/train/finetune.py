@@ -103,6 +103,9 @@ def resolve_source(path: str | Path) -> tuple[Path, dict[str, Any] | None]:
     return p, meta
 
 
+_HEADS = ("head", "head_dist", "head.fc")
+
+
 def head_names(model: nn.Module) -> list[str]:
     """The module names of ``model``'s classifier(s): timm's ``get_classifier()``, else ``head``/``head_dist``/
     ``head.fc`` Linear layers (edgevit's ViT/DeiT, Mobile-Former / MobileViT).
@@ -115,14 +118,10 @@ def head_names(model: nn.Module) -> list[str]:
         ids = {id(h) for h in (heads if isinstance(heads, tuple) else (heads,))}
         names = [n for n, m in model.named_modules() if id(m) in ids and n]
     else:
-        names = [n for n, m in model.named_modules() if n in ("head", "head_dist", "head.fc") and _is_linear(m)]
+        names = [n for n, m in model.named_modules() if n in _HEADS and isinstance(m, nn.Linear)]
     if not names:
         raise EdgeVitError(f"{type(model).__name__} has no classifier named head, head_dist or head.fc")
     return names
-
-
-def _is_linear(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear)
 
 
 def _under(key: str, prefixes: list[str]) -> bool:
