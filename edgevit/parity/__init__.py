@@ -421,7 +421,7 @@ def check(
             entry["vs_host"] = None
         try:
             logits, entry["latency_ms"], entry["peak_memory_mb"] = device.run(art, images, config, progress)
-            entry["execution"] = f"emulated device {device.name}" if device.emulated else "native"
+            entry["execution"] = device.execution
         except NotRunnable as e:
             if device.emulated or art.backend not in EMULATORS or getattr(e, "final", False):
                 entry.update(runnable=False, reason=str(e))
@@ -508,12 +508,16 @@ def report_names(device: str = "host") -> tuple[str, str]:
 
 
 def write_report(report: ParityReport, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write the JSON and Markdown reports (names from :func:`report_names`) into ``out_dir`` atomically."""
+    """Write the JSON and Markdown reports (names from :func:`report_names`) into ``out_dir`` atomically, and
+    the self-contained HTML page with plots beside the Markdown (``report.html``, :mod:`edgevit.parity.html`)."""
+    from edgevit.parity.html import write_html
+
     out_dir = Path(out_dir)
     doc = report.to_json()
     json_name, md_name = report_names(report.device["name"])
     json_path = write_json_atomic(out_dir / json_name, doc)
     md_path = write_text_atomic(out_dir / md_name, render_markdown(doc))
+    write_html(doc, md_path.with_suffix(".html"))
     return json_path, md_path
 
 
