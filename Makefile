@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgevit-installed
 RUN ?= runs/quickstart
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,11 +17,29 @@ demo: $(STAMP)  ## train -> int8 -> export to every backend -> parity report, on
 	$(BIN)/edgevit run recipes/quickstart.yaml --out $(RUN)
 	@echo "report: $(RUN)/report.md  (machine-readable: $(RUN)/parity.json)"
 
-test: $(STAMP)  ## the whole suite, slow end-to-end tests included (what CI runs)
+test: $(STAMP) browser  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)  ## the inner loop: skips the end-to-end pipeline tests
+test-fast: $(STAMP) browser  ## the inner loop: skips the end-to-end pipeline tests
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# tests/test_report_html.py opens report.html in a headless Chromium; installed from apt when root on Debian/Ubuntu,
+# otherwise this says how and that test skips with the same advice. A failed install never fails the build.
+BROWSERS := chromium-headless-shell chromium chromium-browser google-chrome chrome-headless-shell
+browser:  ## a headless Chromium for the report.html browser test
+	@for b in $(BROWSERS); do command -v $$b >/dev/null 2>&1 && exit 0; done; \
+	test -n "$$EDGEVIT_BROWSER" && exit 0; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium-headless-shell from apt (for the report.html browser test)"; \
+	  for pkg in chromium-headless-shell chromium; do \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$pkg >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y -q --no-install-recommends $$pkg >/dev/null 2>&1; } && exit 0; \
+	  done; echo "warning: could not install a headless Chromium with apt; the report.html browser test will skip"; \
+	else \
+	  echo "note: no headless Chromium; the report.html browser test will skip. Install one with"; \
+	  echo "  sudo apt-get install chromium-headless-shell   (Debian)   or set EDGEVIT_BROWSER=/path/to/chrome"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgevit tests && $(BIN)/ruff format --check edgevit tests
