@@ -43,6 +43,7 @@ class HostDevice:
 
     name = "host"
     emulated = False
+    execution = "native"  # parity.json's per-artifact ``execution``
     description = "this host, each artifact in its runtime's host build"
     note = "Latency is host latency of the runtime named, not phone latency."
 
@@ -89,6 +90,7 @@ class EmulatedDevice:
     def __init__(self, target) -> None:
         self.target = target
         self.name = target.name
+        self.execution = f"emulated device {target.name}"
         self.description = target.description
         self.note = (
             f"Logits come from {self.name}'s ARM64 kernels run under QEMU user-mode emulation. Latency under emulation "
@@ -246,6 +248,7 @@ class ProfileDevice:
             else:
                 self.inner = EmulatedDevice(target)
         self.emulated = self.inner.emulated
+        self.execution = self.inner.execution  # "native", or the emulated target that ran it
         self._input_note = "float32 images as preprocessed in training"
 
     def ensure_ready(self) -> None:
