@@ -182,6 +182,8 @@ def _margins(m: dict[str, float], ref_top1: float, tol) -> dict[str, str]:
     }
     if getattr(tol, "min_psnr_db", None) is not None and m.get("psnr_db") is not None:
         out["PSNR"] = f"short by {tol.min_psnr_db - m['psnr_db']:.1f} dB"
+    if getattr(tol, "max_kl_div", None) is not None and m.get("kl_div") is not None:
+        out["KL divergence"] = f"over by {m['kl_div'] - tol.max_kl_div:.2e}"
     return out
 
 

@@ -153,3 +153,13 @@ def test_pytest_plugin_in_a_user_project(gate_case, tmp_path):
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "AssertionError: parity failed: onnx fp32 artifact" in proc.stdout and "on 120 images" in proc.stdout
     assert "tolerance (int8 default): min_agreement=0.98" in proc.stdout
+
+
+def test_failure_names_psnr_and_kl_when_the_tolerance_judges_them(gate_case, digits32, one_thread):
+    model, _, broken = gate_case
+    with pytest.raises(AssertionError) as e:
+        tol = {"min_agreement": 0.0, "max_top1_drop": 100.0, "min_cosine": -1.0, "min_psnr_db": 60, "max_kl_div": 1e-6}
+        assert_parity(model, broken, digits32, tolerance=tol, max_images=60)
+    msg = str(e.value)
+    assert "  - PSNR " in msg and "dB < 60.0 (short by" in msg
+    assert "  - KL divergence " in msg and "> 1e-06 (over by" in msg and "agreement" not in msg.split("\n")[1]
