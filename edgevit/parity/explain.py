@@ -579,7 +579,7 @@ def explain_report(report, artifacts, model, images: np.ndarray, app_images: np.
     """Add an ``explain`` entry to each failing artifact of ``report`` (every runnable one with ``everything``).
 
     ``images`` are what PyTorch saw, ``app_images`` what the artifacts were fed. An artifact that cannot be
-    explained gets ``{"error": why}`` instead; parity's verdict never depends on it.
+    explained gets ``explain: null`` and ``explain_error: why``; parity's verdict never depends on it.
     """
     by_path = {str(a.path): a for a in artifacts}
     for entry in report.artifacts:
@@ -591,7 +591,8 @@ def explain_report(report, artifacts, model, images: np.ndarray, app_images: np.
         try:
             entry["explain"] = explain(model, art, images, app_images)
         except Exception as e:  # a tracer failing must not hide the parity verdict
-            entry["explain"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+            entry["explain"] = None
+            entry["explain_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 # ------------------------------------------------------------------------------------------------- rendering
@@ -629,7 +630,8 @@ def summary(entry: dict[str, Any]) -> str:
     """One line: which layer diverges first (or none), with its op and error."""
     fd = entry.get("first_divergent")
     if not fd:
-        worst = max(entry.get("layers") or [{"rel_err": 0.0}], key=lambda r: r["rel_err"])["rel_err"]
+        carried = [r for r in entry.get("layers") or [] if r.get("carried") is not False] or [{"rel_err": 0.0}]
+        worst = max(r["rel_err"] for r in carried)
         return f"no layer diverges beyond rel L2 {entry['tolerance']:g} (largest {worst:.2e})"
     return f"first divergent layer: {fd['module']} ({fd['op']}), rel L2 {fd['rel_err']:.2e} > {entry['tolerance']:g}"
 
