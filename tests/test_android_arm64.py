@@ -83,3 +83,38 @@ def test_artifacts_agree_on_emulated_arm64(arm64_ready, small_run):
     assert "QEMU user-mode emulation" in md and "not device latency" in md and "**Overall: PASS**" in md
     assert not (small_run / "parity.json").exists()  # the host report is a separate file, never overwritten
     print(f"emulated parity (3 artifacts x 360 images, plus host runs and reference): {took:.1f} s")
+
+
+def test_raspberry_pi_profile_runs_on_the_emulated_arm64_target(arm64_ready, small_run):
+    """``--device raspberry-pi`` with android-arm64 set up: the profile's artifacts run under QEMU (same Cortex-A76
+    as a Pi 5) at 4 threads on 8-bit input, compared with their host runs; 60 images keep it to seconds."""
+    import numpy as np
+    import torch
+
+    from edgevit.export import Artifact
+    from edgevit.parity import check
+    from edgevit.parity.devices import get_device
+    from edgevit.recipe import _manifest, _trained
+
+    recipe, model, data, meta = _trained(small_run)
+    artifacts = [Artifact.from_json(a, root=small_run) for a in _manifest(small_run)["artifacts"]]
+    images = np.stack([data.val[i][0].numpy() for i in range(60)])
+    labels = np.array([int(data.val[i][1]) for i in range(60)])
+    dev = get_device("raspberry-pi")
+    assert dev.emulated is True
+
+    @torch.no_grad()
+    def reference(x):
+        return model(torch.from_numpy(x)).numpy()
+
+    report = check(artifacts, images, labels, reference, recipe.parity, False, dev, (meta["mean"], meta["std"]))
+    doc = report.to_json()
+    assert doc["passed"] and doc["threads"] == 4 and doc["device"]["profile"]["name"] == "raspberry-pi"
+    parts = {p["what"]: p for p in doc["device"]["parts"]}
+    assert parts["CPU"]["how"] == "emulated" and "cortex-a76" in parts["CPU"]["note"]
+    assert parts["runtimes and kernels"]["how"] == "real" and parts["input"]["how"] == "real"
+    for a in doc["artifacts"]:
+        assert a["runnable"] and a["execution"] == "emulated device android-arm64" and a["latency_ms"] is None, a
+        if a["precision"] == "fp32":
+            assert a["vs_host"]["max_abs_err"] < 1e-4 and a["vs_host"]["agreement"] == 1.0, a
+    assert doc["device"]["ships"] == "tflite_int8.tflite"  # the profile prefers int8, and it passed
