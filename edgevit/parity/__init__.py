@@ -28,7 +28,10 @@ writes ``parity.json`` (schema below) and ``report.md``.
         "peak_memory_mb": float | null,   # see :class:`PeakRSS`; null where not measurable (emulated, non-Linux)
         "passed": bool | null,      # null when not runnable
         "failures": [str], "tolerance": {...},
-        "vs_host": {...} | null     # emulated devices only, see below
+        "vs_host": {...} | null,    # emulated devices only, see below
+        "explain": {...} | null,    # only when the divergence finder ran (:mod:`edgevit.parity.explain`):
+                                    # {"tolerance", "metric": "rel_l2", "layers": [...], "first_divergent"}
+        "explain_error": str        # only when it could not trace the artifact (explain is null then)
       }],
       "device": {"name": str, "emulated": bool, "description": str,
                  "parts": [{"what": str, "how": "real" | "emulated", "note": str}],   # what stood in for the device
