@@ -496,7 +496,7 @@ _MIL_SUFFIX = re.compile(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32|_quantized|_
 
 
 def _coreml_graph(path: Path, model, example) -> _Graph:
-    from edgevit.parity.coreml import Emulator
+    from edgevit.parity.coreml import Emulator, _dequantize
 
     fx = _fx_modules(model, example)
     em = Emulator(path)
@@ -510,16 +510,27 @@ def _coreml_graph(path: Path, model, example) -> _Graph:
         return None
 
     nodes = []
+    qparams = {}  # int8 activation (a W8A8 `quantize` output) -> the names of its scale, zero point, axis
     for op, _, args in em._plan:
         ins = [n for a in args.values() for n in (a if isinstance(a, tuple) else (a,))]
         outs = [o.name for o in op.outputs]
         nodes.append(_Node(op.op_type, ins, outs, module_of(outs[0]) or module_of(op.name)))
+        if op.op_type == "quantize":
+            axis = op.inputs.get("axis")
+            qparams[outs[0]] = (args["scale"], args.get("zero_point"), None if axis is None else int(axis.val))
     (in_name,) = list(em.inputs)
+
+    def value(env, t: str) -> np.ndarray:
+        v = np.asarray(env[t], dtype=np.float32)
+        if t in qparams:  # dequantise as the next `dequantize` op would
+            scale, zero, axis = qparams[t]
+            v = _dequantize(v, em._compute_consts[scale], em._compute_consts.get(zero) if zero else None, axis)
+        return np.asarray(v, dtype=np.float32)
 
     def make_runner(wanted: list[str]):
         def run(x: np.ndarray) -> dict[str, np.ndarray]:
             env = em.trace({in_name: x})
-            return {t: np.asarray(env[t], dtype=np.float32) for t in wanted if t in env}
+            return {t: value(env, t) for t in wanted if t in env}
 
         return run
 
