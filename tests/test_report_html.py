@@ -114,6 +114,8 @@ def test_html_has_summary_table_plots_and_escapes_text(parity_doc):
     plots = re.findall(r'<figure class="plot" id="plot-([\w-]+)"><img alt="[^"]*" src="data:image/png;base64,', page)
     assert plots == ["latency", "accuracy-size", "explain-2"]
     assert "onnx fp32 [broken_fp32.onnx]; first divergent layer: blocks.0.mlp.fc2 (Linear)" in page
+    assert '<td class="text">blocks.0.mlp.fc2</td><td class="text">Linear</td>' in page
+    assert page.count(">first divergent</td>") == 1 and ">over</td>" in page  # layers after it are flagged
     # every string from the document is escaped: a failure message cannot inject markup
     evil = copy.deepcopy(doc)
     evil["artifacts"][2]["failures"].append('<script>alert("x")</script>')
@@ -133,12 +135,17 @@ def test_html_tolerates_old_and_partial_documents(parity_doc, tmp_path):
         a["latency_ms"] = {k: a["latency_ms"][k] for k in ("median", "p90")}
     old["reference"].pop("top5", None)
     old["device"] = {"name": "host"}
+    ex = doc["artifacts"][2]["explain"]  # an explain section with the divergence finder's optional fields
+    old["artifacts"][2]["explain"] = ex | {"note": "<delegate> is opaque", "images": 16, "unmapped": ["blocks.0.ls1"]}
+    old["artifacts"][2]["explain"]["layers"] = [dict(ex["layers"][0], carried=False), *ex["layers"][1:]]
     old["artifacts"].append({"backend": "coreml", "precision": "fp16", "path": "m.mlpackage", "size_bytes": None,
                              "runnable": False, "reason": "needs macOS", "passed": None, "failures": []})  # fmt: skip
     path = write_html(old, tmp_path / "report.html")
     page = path.read_text()
     assert "not run: needs macOS" in page and "1 not run here" in page
-    assert re.findall(r'id="plot-([\w-]+)"', page) == ["latency", "accuracy-size"]
+    assert re.findall(r'id="plot-([\w-]+)"', page) == ["latency", "accuracy-size", "explain-2"]
+    assert "&lt;delegate&gt; is opaque" in page and "Compared over 16 images" in page and "blocks.0.ls1" in page
+    assert ">over, not carried on</td>" in page
     assert not list(tmp_path.glob(".report.html*"))  # atomic: no temp file left behind
     empty = render_html({"artifacts": []})  # nothing ran: still a page, no plots
     assert 'id="artifacts"' in empty and "No plottable numbers" in empty

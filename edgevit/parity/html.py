@@ -20,6 +20,7 @@ from typing import Any
 from edgevit._utils import write_text_atomic
 
 PASS_COLOR, FAIL_COLOR, NOT_RUN_COLOR, REF_COLOR = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4"
+ROW_FAIL = ' class="row-fail"'
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px; color: #222; }
@@ -307,6 +308,9 @@ def _explain_plot(a: dict[str, Any]):
         ax.axhline(
             ex["tolerance"], color=FAIL_COLOR, linestyle="--", linewidth=1, label=f"tolerance {ex['tolerance']:g}"
         )
+    quiet = [i for i, layer in enumerate(layers) if layer.get("carried") is False]
+    if quiet:  # over tolerance, but the next layer does not carry the error on (not a cause)
+        ax.scatter(quiet, [err[i] for i in quiet], s=60, color=NOT_RUN_COLOR, zorder=3, label="over, not carried on")
     first = ex.get("first_divergent") or {}
     idx = next((i for i, layer in enumerate(layers) if first and layer.get("module") == first.get("module")), None)
     if idx is not None:
@@ -376,15 +380,37 @@ def _explain_tables(doc: dict[str, Any]) -> str:
                 if first
                 else "No layer exceeded the tolerance."
             )
-            + '</p><table class="explain"><tr><th>#</th><th>module</th><th>op</th><th>rel err</th>'
-            "<th>max abs err</th></tr>"
+            + "</p>"
+            + (f'<p class="note">{escape(str(ex["note"]))}</p>' if ex.get("note") else "")
+            + (
+                f'<p class="note">Compared over {escape(str(ex["images"]))} images.'
+                + (
+                    f" Modules with no artifact tensor: {escape(', '.join(map(str, ex['unmapped'])))}."
+                    if ex.get("unmapped")
+                    else ""
+                )
+                + "</p>"
+                if ex.get("images") or ex.get("unmapped")
+                else ""
+            )
+            + '<table class="explain"><tr><th>#</th><th>module</th><th>op</th><th>rel err</th>'
+            "<th>max abs err</th><th></th></tr>"
         )
+        tol = ex.get("tolerance")
         for j, layer in enumerate(ex.get("layers") or []):
-            mark = ' class="row-fail"' if first and layer.get("module") == first.get("module") else ""
+            is_first = bool(first) and layer.get("module") == first.get("module")
+            err = layer.get("rel_err")
+            if is_first:
+                flag = "first divergent"
+            elif layer.get("carried") is False:
+                flag = "over, not carried on"  # e.g. LiteRT's LayerNorm output before its folded affine
+            else:
+                flag = "over" if tol is not None and err is not None and err > tol else ""
             out.append(
-                f'<tr{mark}><td>{j}</td><td class="text">{escape(str(layer.get("module", "")))}</td>'
-                f'<td class="text">{escape(str(layer.get("op", "")))}</td><td>{_fmt(layer.get("rel_err"), ".2e")}</td>'
-                f"<td>{_fmt(layer.get('max_abs_err'), '.2e')}</td></tr>"
+                f"<tr{ROW_FAIL if is_first else ''}><td>{j}</td>"
+                f'<td class="text">{escape(str(layer.get("module", "")))}</td>'
+                f'<td class="text">{escape(str(layer.get("op", "")))}</td><td>{_fmt(err, ".2e")}</td>'
+                f'<td>{_fmt(layer.get("max_abs_err"), ".2e")}</td><td class="text">{flag}</td></tr>'
             )
         out.append("</table>")
     return "\n".join(out)
