@@ -193,3 +193,15 @@ def test_write_report_puts_report_html_beside_report_md(parity_doc, tmp_path):
         page = (tmp_path / name).read_text()
         assert md.with_suffix(".html").name == name and page.count('<tr class="artifact row-') == 3
     assert "<title>Parity report: iphone</title>" in page
+
+
+@pytest.mark.slow
+def test_quickstart_run_writes_report_html(quickstart_run):
+    """`edgevit run` leaves report.html beside report.md with every artifact of the manifest and the plots."""
+    import json
+
+    doc = json.loads((quickstart_run / "parity.json").read_text())
+    page = (quickstart_run / "report.html").read_text()
+    assert page.count('<tr class="artifact row-') == len(doc["artifacts"]) >= 8
+    assert re.findall(r'id="plot-(latency|accuracy-size)"', page) == ["latency", "accuracy-size"]
+    assert ('id="verdict">PASS<' in page) == doc["passed"]
