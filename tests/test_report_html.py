@@ -151,14 +151,20 @@ def test_html_tolerates_old_and_partial_documents(parity_doc, tmp_path):
     assert 'id="artifacts"' in empty and "No plottable numbers" in empty
 
 
-def test_report_html_in_headless_browser(parity_doc, tmp_path):
+@pytest.fixture
+def browser() -> str:
+    """The headless Chromium binary, or a skip that says how to install one (before any other setup)."""
+    found = headless_browser()
+    if found is None:
+        pytest.skip(INSTALL_HINT)
+    return found
+
+
+def test_report_html_in_headless_browser(browser, parity_doc, tmp_path):
     """The page opens from file:// with no server: the screenshot is a real PNG with the plots drawn, and the
     browser's DOM has the artifact table and the three inline plots."""
     from PIL import Image
 
-    browser = headless_browser()
-    if browser is None:
-        pytest.skip(INSTALL_HINT)
     doc, _ = parity_doc
     page = write_html(doc, tmp_path / "report.html")
     url = page.resolve().as_uri()
