@@ -657,9 +657,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
 def _profile_line(profile: dict[str, Any]) -> str:
     """One sentence describing a device profile: backends, precisions, threads, input and compute units."""
     inp = profile.get("input") or {}
+    threads = profile.get("threads") or "the recipe's"
     text = (
         f"Profile `{profile['name']}`: backends {' > '.join(profile.get('backends', []))}; precisions "
-        f"{' > '.join(profile.get('precisions', []))}; {profile.get('threads')} threads; input "
+        f"{' > '.join(profile.get('precisions', []))}; {threads} threads; input "
         f"{inp.get('layout', 'NCHW')} {inp.get('dtype', 'float32')}"
     )
     if profile.get("compute_units"):
