@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)  ## train -> int8 -> export to every backend -> parity report, on the built-in digits data
 	$(BIN)/edgevit run recipes/quickstart.yaml --out $(RUN)
-	@echo "report: $(RUN)/report.md  (machine-readable: $(RUN)/parity.json)"
+	@echo "report: $(RUN)/report.md, with plots: $(RUN)/report.html  (machine-readable: $(RUN)/parity.json)"
 
 test: $(STAMP) browser  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/python -m pytest -q
