@@ -52,7 +52,9 @@ def test_quickstart_meets_the_foundation_bar(quickstart_run):
         assert ENTRY_KEYS <= set(a), a
         assert (quickstart_run / a["path"]).exists() and a["size_bytes"] > 0
         if a["runnable"] and a["execution"] == "native":  # emulated rows have no latency
-            assert {"median", "p90"} <= set(a["latency_ms"]) and a["latency_ms"]["p90"] >= a["latency_ms"]["median"]
+            lat = a["latency_ms"]
+            assert {"median", "p90", "std", "threads", "samples"} <= set(lat) and lat["p90"] >= lat["median"]
+            assert lat["threads"] == 2 and len(lat["samples"]) == lat["runs"] and a["peak_memory_mb"] is not None
     for backend in ("executorch", "tflite", "onnx"):
         assert _row(doc, backend, "fp32")["agreement"] >= 0.995
     for backend in ("executorch", "tflite", "onnx"):  # static int8 PTQ, each with its backend's own quantizer
