@@ -221,7 +221,11 @@ def test_parity_device_iphone_and_raspberry_pi(profile_run, tmp_path):
         assert coreml["latency_ms"] is None and coreml["peak_memory_mb"] is None
     assert md.name == "report-iphone.md" and "Core ML compute units CPU_AND_NE" in md.read_text()
 
+    import torch
+
+    threads = torch.get_num_threads()
     report = stage_parity(profile_run, progress=False, device="raspberry-pi", cache=tmp_path / "no-target")[0]
+    assert torch.get_num_threads() == threads  # the profile's 4 threads do not leak into the rest of the process
     doc = report.to_json()
     rows = _rows(doc)
     assert doc["passed"] and doc["device"]["emulated"] is False and doc["threads"] == 4

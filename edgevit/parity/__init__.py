@@ -387,8 +387,13 @@ def check(
     if hasattr(device, "prepare"):  # the device's input path (e.g. 8-bit camera pixels), for every model alike
         images = device.prepare(images, normalization)
 
-    torch.set_num_threads(config.threads)
-    ref_logits = run_all(reference, images, "pytorch fp32 (reference)", progress)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # PyTorch runs the reference with the runtimes' thread count
+    try:
+        ref_logits = run_all(reference, images, "pytorch fp32 (reference)", progress)
+        ref_latency = latency(reference, images[0], config.warmup, config.runs, config.threads)
+    finally:
+        torch.set_num_threads(prev_threads)  # a profile's 4 threads must not outlive this check
     report = ParityReport(
         num_images=len(images),
         threads=config.threads,
@@ -397,7 +402,7 @@ def check(
             "precision": "fp32",
             "top1": float((ref_logits.argmax(-1) == labels).mean() * 100.0),
             "top5": top_k(ref_logits, labels, 5),
-            "latency_ms": latency(reference, images[0], config.warmup, config.runs, config.threads),
+            "latency_ms": ref_latency,
         },
         device=device.to_json(),
     )
