@@ -40,7 +40,7 @@ PAPER = {
         "train.aug.crop": "rrc",
         "train.aug.hflip": 0.5,
     },
-    "deit_distilled": {  # Touvron et al. 2021, Table 9; facebookresearch/deit main.py defaults
+    "deit_distilled": {  # Touvron et al. 2021; facebookresearch/deit main.py defaults
         "model.name": "deit_tiny_distilled",
         "data.img_size": 224,
         "train.epochs": 300,
