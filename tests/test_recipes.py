@@ -203,3 +203,28 @@ def test_study_table_pairs_each_arm_with_the_same_seed_baseline():
     assert "| baseline | 92.00 ± 2.83 | s0: 90.00, s1: 94.00 | – | 11 |" in table
     # paired differences 1 and 3 -> +2.00 ± 1.41 (unpaired means would give the same mean, not the same std)
     assert "| sam | 94.00 ± 4.24 | s0: 91.00, s1: 97.00 | +2.00 ± 1.41 | 21 |" in table
+
+
+@pytest.mark.slow
+def test_study_trains_every_arm_against_its_seed_teacher_and_reuses_finished_runs(tmp_path, one_thread):
+    import yaml
+
+    from edgevit.bench.study import collect, run_study
+
+    def one_epoch(name: str) -> Path:
+        raw = yaml.safe_load((ROOT / "recipes/digits" / name).read_text())
+        raw["train"].update(epochs=1, warmup_epochs=0, tensorboard=False)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    out = tmp_path / "study"
+    records = run_study(out, [3], one_epoch("study_vit.yaml"), one_epoch("study_teacher.yaml"), rho=0.07)
+    assert [r["arm"] for r in records] == ["teacher", *ARMS] and all(r["seed"] == 3 for r in records)
+    distilled = Recipe.load(out / "distilled_s3" / "recipe.yaml")
+    assert distilled.seed == 3 and distilled.train.distill.teacher == str(out / "teacher_s3")
+    assert Recipe.load(out / "sam_s3" / "recipe.yaml").train.optimizer.sam.rho == 0.07
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model.safetensors")}
+    again = run_study(out, [3], one_epoch("study_vit.yaml"), one_epoch("study_teacher.yaml"), rho=0.07)
+    assert again == records and {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
+    assert sorted(r["arm"] for r in collect(out)) == sorted(["teacher", *ARMS])
