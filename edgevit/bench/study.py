@@ -100,8 +100,11 @@ def run_study(
     arms: tuple[str, ...] = ARMS,
     rho: float = 0.05,
     progress: bool = False,
+    epochs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train the teacher and every arm for every seed into ``out`` (reusing finished runs).
+
+    ``epochs`` overrides the student recipe's ``train.epochs`` (the teacher keeps its own).
 
     Returns:
         One record per run: ``{"run", "seed", "val_top1", "seconds", "arm"}`` (arm ``teacher`` included).
@@ -111,6 +114,8 @@ def run_study(
     """
     out = Path(out)
     student_raw, teacher_raw = _load_yaml(student), _load_yaml(teacher)
+    if epochs is not None:
+        student_raw = _merge(student_raw, {"train": {"epochs": epochs}})
     records = []
     for seed in seeds:
         teacher_dir = out / f"teacher_s{seed}"
@@ -174,12 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--student", default=DEFAULT_STUDENT)
     p.add_argument("--teacher", default=DEFAULT_TEACHER)
     p.add_argument("--rho", type=float, default=0.05, help="SAM radius of the sam arm")
+    p.add_argument("--epochs", type=int, default=None, help="override the student recipe's train.epochs")
     p.add_argument("--report", action="store_true", help="only print the table of the finished runs in --out")
     p.add_argument("--progress", action="store_true")
     a = p.parse_args(argv)
     try:
         if not a.report:
-            run_study(a.out, a.seeds, a.student, a.teacher, tuple(a.arms), a.rho, a.progress)
+            run_study(a.out, a.seeds, a.student, a.teacher, tuple(a.arms), a.rho, a.progress, a.epochs)
         print(render(collect(a.out)))
     except EdgeVitError as e:
         raise SystemExit(f"error: {e}") from None
