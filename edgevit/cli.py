@@ -281,20 +281,29 @@ def _calibration(calib_dir: Path | None, size: int, mean, std, n: int):
 def parity_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory with artifacts/manifest.json."),
     device: str = typer.Option(
-        "host", help="Where artifacts run: host, or an emulated target (`edgevit target list`; set it up first)."
+        "host",
+        help="Where artifacts run: host, an emulated target, a device profile (android-midrange, iphone, "
+        "raspberry-pi) or a profile .yaml; `edgevit target list` shows them.",
     ),
     cache: Path | None = typer.Option(None, help="The emulated target's cache (default: as `edgevit target setup`)."),
+    explain: bool | None = typer.Option(
+        None,
+        "--explain/--no-explain",
+        help="Find the first layer that diverges from PyTorch: for every artifact (--explain); default: failing ones.",
+    ),
 ) -> None:
     """Re-check every artifact of RUN_DIR against its PyTorch model on the whole validation split.
 
     Writes parity.json and report.md (parity-DEVICE.json and report-DEVICE.md for --device); exits 1 when any
     artifact misses its tolerance (use it as a CI gate). On an emulated device each artifact is also compared with
-    its own host run, and latency is not measured.
+    its own host run, and latency is not measured. A device profile runs the artifacts that device uses, the way it
+    runs them (threads, 8-bit input), and the report says which parts were real and which emulated.
     """
     from edgevit.recipe import stage_parity
 
-    report, md = stage_parity(run_dir, device=device, cache=cache)
+    report, md = stage_parity(run_dir, device=device, cache=cache, explain=explain)
     _summary(report, md)
+    _explained(report)
     if not report.passed:
         raise typer.Exit(1)
 
@@ -305,7 +314,8 @@ app.add_typer(target_app, name="target")
 
 @target_app.command("list")
 def target_list_cmd() -> None:
-    """The emulated targets, their cache directories and whether they are set up."""
+    """The emulated targets (cache directory, set up or not), then the device profiles for `parity --device`."""
+    from edgevit.parity.devices import get_profile, list_profiles
     from edgevit.targets import get_target, list_targets
 
     for name in list_targets():
@@ -313,6 +323,10 @@ def target_list_cmd() -> None:
         missing = t.pending()
         state = "ready" if not missing else f"not set up (missing: {', '.join(missing)})"
         typer.echo(f"{name}\t{state}\t{t.cache}\t{t.description}")
+    for name in list_profiles():
+        p = get_profile(name)
+        where = f"on {p.arm64_target} when set up, else this host" if p.arm64_target else "this host"
+        typer.echo(f"{name}\tprofile ({where})\t{', '.join(p.backends)}: {', '.join(p.precisions)}\t{p.description}")
 
 
 @target_app.command("setup")
@@ -442,7 +456,7 @@ def _summary(report, md: Path) -> None:
 
     ref, dev = report.reference, report.device
     emulated = dev.get("emulated", False)
-    where = f"on {dev['name']} (emulated), " if emulated else ""
+    where = "" if dev["name"] == "host" else f"on {dev['name']}{' (emulated)' if emulated else ''}, "
     table = Table(title=f"parity {where}vs PyTorch fp32 (top-1 {ref['top1']:.2f}%, {report.num_images} val images)")
     last = ("ARM64 vs x86 max abs", "result") if emulated else ("latency ms", "result")
     for col in ("backend", "precision", "top-1 %", "agreement", "max abs err", *last):
@@ -468,6 +482,24 @@ def _summary(report, md: Path) -> None:
         )
     Console(stderr=True).print(table)
     _echo(f"report: {md}  (and {md.with_name(report_names(dev['name'])[0])})")
+
+
+def _explained(report) -> None:
+    """Print each ``explain`` entry: the per-layer error table and which layer diverges first."""
+    from rich.console import Console
+
+    from edgevit.parity.explain import summary, table
+
+    console = Console(stderr=True)
+    console.width = max(console.width, 110)  # the per-layer table needs ~100 columns; piped output defaults to 80
+    for a in report.artifacts:
+        e, name = a.get("explain"), f"{a['backend']} {a['precision']}"
+        if a.get("explain_error"):
+            _echo(f"explain {name}: could not trace it: {a['explain_error']}")
+        if not e:
+            continue
+        console.print(table(e, title=f"explain {name}: rel L2 vs PyTorch per module ({e['images']} images)"))
+        _echo(f"explain {name}: {summary(e)}")
 
 
 def main() -> None:

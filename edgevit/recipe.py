@@ -22,10 +22,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from edgevit._utils import EdgeVitError, read_json, write_json_atomic, write_text_atomic
-from edgevit.data import DataSplits, build_dataset, calibration_batch
+from edgevit.data import DataSplits, build_dataset, calibration_batch, select_classes
 from edgevit.data.transforms import AugConfig
 from edgevit.export import BACKENDS, DEFAULT_PRECISION, Artifact, backend_module, export
 from edgevit.models import create_model, list_models, load_model, save_model
@@ -33,8 +33,9 @@ from edgevit.parity import ParityConfig, ParityReport, check, write_report
 from edgevit.prune import PruneConfig, SparsityConfig
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig
 from edgevit.quantize.qat import QAT_BACKENDS, QATConfig
-from edgevit.train import TrainConfig, seed_everything, train
+from edgevit.train import TrainConfig, predict, seed_everything, top1, train
 from edgevit.train.distill import distillation_loss
+from edgevit.train.finetune import FinetuneConfig, freeze_backbone_, frozen_to_eval_, load_pretrained_, resolve_source
 
 
 class _Strict(BaseModel):
@@ -48,6 +49,9 @@ class DataConfig(_Strict):
     root: str | None = None
     img_size: int = Field(32, ge=8)
     val_fraction: float = Field(0.2, gt=0, lt=1)
+    classes: list[str] | None = Field(
+        None, description="only these classes (by name), relabelled 0..n-1 in this order; e.g. a transfer split"
+    )
 
     @model_validator(mode="after")
     def _root_for_imagefolder(self) -> DataConfig:
@@ -112,16 +116,45 @@ class ExportConfig(_Strict):
     targets: list[Target] = Field(default_factory=_default_targets)
 
 
-class RecoverConfig(TrainConfig):
-    """Fine-tuning after ``prune``/``sparsify`` (a ``recover:`` section): the train settings, plus knowledge
-    distillation from the uncompressed model (on by default)."""
+_RECOVER_OWN = ("distill", "distill_weight", "temperature")
+# recovery's defaults where they differ from training from scratch
+# (30% pruned quickstart ViT: 5 epochs 96.1%, 10 epochs 98.3%; unpruned 98.1%)
+_RECOVER_TRAIN_DEFAULTS = {"epochs": 10, "lr": 5e-4, "warmup_epochs": 0.5}
 
-    epochs: int = Field(10, ge=1)  # 30% pruned quickstart ViT: 5 epochs 96.1%, 10 epochs 98.3% (unpruned 98.1%)
-    lr: float = Field(5e-4, gt=0)
-    warmup_epochs: float = Field(0.5, ge=0)
+
+class RecoverConfig(_Strict):
+    """Fine-tuning after ``prune``/``sparsify`` (a ``recover:`` section): train settings plus knowledge
+    distillation from the uncompressed model (on by default).
+
+    In YAML the section is flat (``recover: {epochs: 10, lr: 5e-4, distill: true, temperature: 2.0}``): the
+    keys ``distill``, ``distill_weight`` and ``temperature`` are recovery's own; every other key is a
+    ``train:`` key and goes to :attr:`train`, a :class:`TrainConfig` with recovery's defaults (10 epochs, lr
+    5e-4, 0.5 warm-up epochs). ``recover.distill`` is a bool (KD from the model before compression), never
+    the DeiT ``train.distill`` section, which recovery does not take.
+    """
+
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(**_RECOVER_TRAIN_DEFAULTS))
     distill: bool = Field(True, description="distil from the model before pruning/sparsifying")
     distill_weight: float = Field(0.5, ge=0, le=1, description="weight of the KD term (1 - weight: labels)")
     temperature: float = Field(2.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat(cls, data: Any) -> Any:
+        """The flat YAML section -> ``{own keys..., "train": {the rest, over recovery's defaults}}``."""
+        if not isinstance(data, dict) or isinstance(data.get("train"), TrainConfig):
+            return data
+        own = {k: data[k] for k in _RECOVER_OWN if k in data}
+        rest = {k: v for k, v in data.items() if k not in _RECOVER_OWN}
+        return {**own, "train": {**_RECOVER_TRAIN_DEFAULTS, **rest}}
+
+    @model_serializer(mode="wrap")
+    def _to_flat(self, handler) -> dict[str, Any]:
+        """Dump flat again (the train keys beside recovery's own), as the YAML is written."""
+        out = handler(self)
+        train_keys = out.pop("train")
+        train_keys.pop("distill", None)  # DeiT distillation: not a recovery key (always None here)
+        return {**train_keys, **out}
 
 
 class Recipe(_Strict):
@@ -137,6 +170,9 @@ class Recipe(_Strict):
     prune: PruneConfig = Field(default_factory=PruneConfig, description="`edgevit prune`: structured pruning")
     sparsify: SparsityConfig = Field(default_factory=SparsityConfig, description="`edgevit sparsify`")
     recover: RecoverConfig = Field(default_factory=RecoverConfig, description="fine-tuning after prune/sparsify")
+    finetune: FinetuneConfig | None = Field(
+        None, description="start from a trained model: FixRes (a new data.img_size), transfer, linear probe"
+    )
     export: ExportConfig = Field(default_factory=ExportConfig)
     parity: ParityConfig = Field(default_factory=ParityConfig)
 
@@ -165,7 +201,10 @@ class Recipe(_Strict):
             recipe = cls.model_validate(raw)
         except ValidationError as e:
             err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
+            loc = list(err["loc"])
+            if loc[:2] == ["recover", "train"]:
+                del loc[1]  # the recover section is flat in YAML (RecoverConfig.train holds its train keys)
+            key = ".".join(str(p) for p in loc)
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
             raise EdgeVitError(f"{source}: recipe key '{key}': {msg}{more}") from None
@@ -201,9 +240,31 @@ def build_model_and_data(
     if augment:
         kwargs["aug"] = recipe.train.aug
     data = build_dataset(recipe.data.name, **kwargs)
+    if recipe.data.classes is not None:
+        data = select_classes(data, recipe.data.classes)
     args["num_classes"] = num_classes or len(data.classes)
     seed_everything(recipe.seed)
     return create_model(recipe.model.name, **args), data, args
+
+
+def _inherit_source_args(recipe: Recipe) -> Recipe:
+    """``recipe`` with ``model.args`` completed from ``finetune.from``'s ``model.json`` (the recipe's own args win;
+    ``img_size``, ``num_classes`` and ``drop_path_rate`` come from this recipe's data and train sections).
+
+    Raises:
+        EdgeVitError: the source is missing, or holds another architecture than ``model.name``.
+    """
+    _, meta = resolve_source(recipe.finetune.source)
+    if meta is None:  # a bare state dict: the recipe must spell the architecture out
+        return recipe
+    if meta["name"] != recipe.model.name:
+        raise EdgeVitError(
+            f"finetune.from: {recipe.finetune.source} holds a {meta['name']} model but the recipe's model.name is "
+            f"{recipe.model.name}; fine-tuning keeps the architecture"
+        )
+    skip = ("img_size", "num_classes", "drop_path_rate")
+    args = {**{k: v for k, v in meta.get("args", {}).items() if k not in skip}, **recipe.model.args}
+    return recipe.model_copy(update={"model": recipe.model.model_copy(update={"args": args})})
 
 
 def load_run(run_dir: str | Path) -> Recipe:
@@ -220,18 +281,48 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
     With ``train.ema_decay`` the saved model (the one exported) is the EMA of the weights, and its top-1 is
     returned (``model.json`` also records the raw weights' ``val_top1_raw``). Under ``torchrun`` every process
     trains its share and rank 0 writes the files. ``train.distill.teacher`` is loaded from its run directory.
+
+    With a ``finetune:`` section the model starts from ``finetune.from`` (see :mod:`edgevit.train.finetune`):
+    the recipe inherits the source's model arguments (its own win; the saved ``recipe.yaml`` has them all),
+    position embeddings are resampled to ``data.img_size``, the head is re-initialised when the classes
+    differ, and ``model.json`` records what was loaded and the val top-1 before fine-tuning under ``finetune``.
+
+    Raises:
+        EdgeVitError: see :func:`edgevit.train.train` and :func:`edgevit.train.finetune.load_pretrained_`.
     """
     run_dir = Path(run_dir)
     main = int(os.environ.get("RANK", "0")) == 0
+    if recipe.finetune is not None:
+        recipe = _inherit_source_args(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         recipe.save(run_dir / "recipe.yaml")
     model, data, args = build_model_and_data(recipe, augment=True)
+    extra: dict[str, Any] = {}
+    on_epoch_start = None
+    if recipe.finetune is not None:
+        ft = recipe.finetune
+        report = load_pretrained_(model, ft.source, classes=data.classes, reset_head=ft.reset_head)
+        if ft.linear_probe:
+            freeze_backbone_(model)
+            on_epoch_start = lambda epoch: frozen_to_eval_(model)  # noqa: E731  (after the loop's model.train())
+        report.val_top1_before = top1(*predict(model, data.val))  # FixRes: the source model at the new size
+        extra["finetune"] = {**ft.model_dump(mode="json"), **report.to_json()}
+        del extra["finetune"]["source"]  # the same path as "from"
     teacher = load_teacher(recipe.train.distill.teacher, model.default_cfg, data) if recipe.train.distill else None
     result = train(
-        model, data, recipe.train, run_dir, seed=recipe.seed, resume=resume, progress=progress, teacher=teacher
+        model,
+        data,
+        recipe.train,
+        run_dir,
+        seed=recipe.seed,
+        resume=resume,
+        progress=progress,
+        teacher=teacher,
+        on_epoch_start=on_epoch_start,
     )
-    extra = {"val_top1_raw": result.final_val_top1_raw, "ema_decay": recipe.train.ema_decay} if result.ema_model else {}
+    if result.ema_model:
+        extra.update(val_top1_raw=result.final_val_top1_raw, ema_decay=recipe.train.ema_decay)
     if main:
         save_model(
             result.ema_model or model,
@@ -363,19 +454,18 @@ def _compress_stage(
         raise EdgeVitError(f"{what}: --out must be a new run directory, not {run_dir} itself")
     recipe, model, data, meta = _trained(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    recover = recipe.recover.model_copy(update={"epochs": epochs}) if epochs else recipe.recover
+    recover = recipe.recover
+    if epochs:
+        recover = recover.model_copy(update={"train": recover.train.model_copy(update={"epochs": epochs})})
     recipe = recipe.model_copy(update={"name": f"{recipe.name}-{what}", "recover": recover})
     recipe.save(out_dir / "recipe.yaml")
-    teacher = copy.deepcopy(model) if recipe.recover.distill else None
+    teacher = copy.deepcopy(model) if recover.distill else None
     summary = apply(model, recipe, data)
-    # recover.distill is a bool (KD from the uncompressed model, via loss_fn); train()'s distill means DeiT's
-    recover = recipe.recover.model_copy(
-        update={"threads": recipe.recover.threads or recipe.train.threads, "distill": None}
-    )
+    cfg = recover.train.model_copy(update={"threads": recover.train.threads or recipe.train.threads})
     loss_fn = None
     if teacher is not None:
-        loss_fn = distillation_loss(teacher, recover.temperature, recover.distill_weight, recover.label_smoothing)
-    result = train(model, data, recover, out_dir, seed=recipe.seed, resume=resume, progress=progress, loss_fn=loss_fn)
+        loss_fn = distillation_loss(teacher, recover.temperature, recover.distill_weight, cfg.label_smoothing)
+    result = train(model, data, cfg, out_dir, seed=recipe.seed, resume=resume, progress=progress, loss_fn=loss_fn)
     if finish is not None:
         finish(model)
     extra = {k: v for k, v in meta.items() if k not in ("name", "args", "val_top1", "pruned")}
@@ -547,31 +637,46 @@ def _plan_mixed_precision(model, data: DataSplits, calib: torch.Tensor, ptq: PTQ
 
 
 def stage_parity(
-    run_dir: str | Path, progress: bool = True, device: str | None = None, cache: str | Path | None = None
+    run_dir: str | Path,
+    progress: bool = True,
+    device: str | None = None,
+    cache: str | Path | None = None,
+    explain: bool | None = None,
 ) -> tuple[ParityReport, Path]:
     """Check every artifact in the run's manifest on the whole validation split; write the reports.
 
     ``device`` (default ``host``) is where the artifacts run (:func:`edgevit.parity.devices.get_device`; an
     emulated target is read from ``cache``, default its usual cache); its reports are ``parity-DEVICE.json`` and
     ``report-DEVICE.md``, beside the host's ``parity.json`` and ``report.md``.
+
+    Artifacts are fed the images as an app following ``artifacts/manifest.json`` would (its mean/std); PyTorch
+    sees them as in training. ``explain`` (:mod:`edgevit.parity.explain`): None explains each failing artifact,
+    True every artifact, False none; the result is each entry's ``explain``. Not on an emulated device.
     """
     from edgevit.parity.devices import get_device
+    from edgevit.parity.explain import app_inputs, explain_report
 
     run_dir = Path(run_dir)
     dev = get_device(device, cache)
     dev.ensure_ready()  # before minutes of work, not after
-    recipe, model, data, _ = _trained(run_dir)
-    artifacts = [Artifact.from_json(a, root=run_dir) for a in _manifest(run_dir)["artifacts"]]
+    recipe, model, data, meta = _trained(run_dir)
+    manifest = _manifest(run_dir)
+    artifacts = [Artifact.from_json(a, root=run_dir) for a in manifest["artifacts"]]
     if not artifacts:
         raise EdgeVitError(f"{run_dir}/artifacts has no artifacts; run `edgevit export {run_dir}` first")
     images = np.stack([data.val[i][0].numpy() for i in range(len(data.val))])
     labels = np.array([int(data.val[i][1]) for i in range(len(data.val))])
 
+    norm = (meta["mean"], meta["std"]) if "mean" in meta and "std" in meta else None
+    app, to_model, norm = app_inputs(images, norm, manifest.get("input"))  # norm: for 8-bit device input
+
     @torch.no_grad()
     def reference(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x)).numpy()
+        return model(torch.from_numpy(to_model(x))).numpy()
 
-    report = check(artifacts, images, labels, reference, recipe.parity, progress=progress, device=dev)
+    report = check(artifacts, app, labels, reference, recipe.parity, progress=progress, device=dev, normalization=norm)
+    if explain is not False and not getattr(dev, "emulated", False):
+        explain_report(report, artifacts, model, images, app, everything=bool(explain))
     for entry in report.artifacts:
         entry["path"] = str(Path(entry["path"]).relative_to(run_dir))
     _, md = write_report(report, run_dir)
