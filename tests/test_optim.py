@@ -109,15 +109,6 @@ def test_create_optimizer_kinds():
         create_optimizer(model, sam={"rho": -1.0})
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: these tiny conv nets took 20 s instead of 0.1 s with 2 threads on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize(
     "name,kw",
     [
