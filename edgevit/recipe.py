@@ -231,7 +231,14 @@ def build_model_and_data(
     args = {"img_size": recipe.data.img_size, **recipe.model.args}
     if augment and recipe.train.drop_path is not None:
         args["drop_path_rate"] = recipe.train.drop_path
-    probe = create_model(recipe.model.name, **args)
+    try:
+        probe = create_model(recipe.model.name, **args)
+    except EdgeVitError as e:
+        # a timm convnet (timm/resnet18, timm/efficientnet_b0) takes any input size and no img_size argument
+        if not _rejects_img_size(recipe, e):
+            raise
+        del args["img_size"]
+        probe = create_model(recipe.model.name, **args)
     cfg = probe.default_cfg
     kwargs: dict[str, Any] = {"img_size": recipe.data.img_size, "val_fraction": recipe.data.val_fraction}
     kwargs.update(seed=recipe.seed, mean=cfg["mean"], std=cfg["std"])
@@ -245,6 +252,17 @@ def build_model_and_data(
     args["num_classes"] = num_classes or len(data.classes)
     seed_everything(recipe.seed)
     return create_model(recipe.model.name, **args), data, args
+
+
+def _rejects_img_size(recipe: Recipe, error: EdgeVitError) -> bool:
+    """Whether ``error`` is a ``timm/`` model refusing the ``img_size`` that the recipe added (not one the
+    recipe's ``model.args`` asked for)."""
+    cause = str(error.__cause__ or "")
+    return (
+        recipe.model.name.startswith("timm/")
+        and "img_size" not in recipe.model.args
+        and "unexpected keyword argument 'img_size'" in cause
+    )
 
 
 def _inherit_source_args(recipe: Recipe) -> Recipe:
