@@ -121,3 +121,28 @@ def test_profile_counts_every_matmul_exactly():
     with torch.device("meta"):
         big = create_model("vit_tiny_patch16", img_size=448)  # position embeddings are built per size
     assert profile(big)["macs"] > 4 * p["macs"]  # 4x the patches, attention grows quadratically
+
+
+def test_layer_scale_loads_timm_weights_with_equal_logits():
+    # DeiT III's ViT-S (2 of its blocks): timm's vit_small_patch16_224 with LayerScale (init_values=1e-4)
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ref = timm.create_model(
+        "vit_small_patch16_224", pretrained=False, num_classes=10, img_size=32, depth=2, init_values=1e-4
+    )
+    with torch.no_grad():  # O(1) scales, so a missing or misplaced LayerScale changes the logits
+        for name, p in ref.named_parameters():
+            if name.endswith(".gamma"):
+                p.copy_(0.5 + torch.rand_like(p))
+    ref.eval()
+    model = create_model("vit_small_patch16", num_classes=10, img_size=32, depth=2, init_values=1e-4).eval()
+    assert model.blocks[0].ls1.gamma.detach().eq(1e-4).all()  # started at init_values
+    assert model.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x) - ref(x)).abs().max() <= 1e-5
+        without = create_model("vit_small_patch16", num_classes=10, img_size=32, depth=2).eval()
+        without.load_state_dict({k: v for k, v in ref.state_dict().items() if ".ls" not in k})
+        assert (without(x) - ref(x)).abs().max() > 1e-2  # the scales matter
+    assert "blocks.1.ls2.gamma" in model.state_dict()
+    assert "blocks.0.ls1.gamma" not in without.state_dict()  # no LayerScale by default: old checkpoints still load

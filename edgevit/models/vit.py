@@ -1,18 +1,46 @@
 """Vision Transformer (Dosovitskiy et al. 2021) in the shapes of the Scaling-ViT table (Zhai et al. 2022).
 
 Parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
-``blocks.N.attn.qkv`` ...), so a timm ViT state dict with the same shape loads directly.
+``blocks.N.attn.qkv``, with LayerScale ``blocks.N.ls1.gamma`` ...), so a timm ViT state dict with the same shape
+loads directly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 import torch.nn as nn
 
 from edgevit.models._registry import register_family
 from edgevit.models.layers import Block, PatchEmbed, resample_pos_embed
+
+
+class LayerScale(nn.Module):
+    """``x * gamma`` with a learned per-channel ``gamma`` of ``dim`` values started at ``init_values`` (timm's
+    ``LayerScale``: a constant-shaped multiply, which XNNPACK delegates as one elementwise op)."""
+
+    def __init__(self, dim: int, init_values: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma  # [B, N, D] * [D]
+
+
+class LayerScaleBlock(Block):
+    """:class:`~edgevit.models.layers.Block` with LayerScale on both branches (timm's ``Block`` with
+    ``init_values``): ``x + ls1 * attn(norm1(x))``, then ``x + ls2 * mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, *args, init_values: float = 1e-5, **kwargs):
+        super().__init__(dim, *args, **kwargs)
+        self.ls1 = LayerScale(dim, init_values)
+        self.ls2 = LayerScale(dim, init_values)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
 @dataclass(frozen=True)
@@ -32,12 +60,16 @@ class ViTConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    init_values: float | None = None  # LayerScale (CaiT, DeiT III): per-channel residual-branch scales start here
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
 class VisionTransformer(nn.Module):
     """A plain ViT with a class token, learned position embeddings and a pre-norm encoder.
+
+    With ``cfg.init_values`` (timm's name; DeiT III trains with 1e-4 for ViT-S/B at 224 px) every block scales
+    its two residual branches by learned per-channel ``gamma`` vectors started at that value (LayerScale).
 
     With ``cfg.distilled`` (DeiT) a distillation token follows the class token and feeds ``head_dist``;
     in eval (and in export) the output is the mean of the two heads' logits, as in DeiT and timm. Set
@@ -60,9 +92,10 @@ class VisionTransformer(nn.Module):
         )
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # grows with depth
+        block = partial(LayerScaleBlock, init_values=cfg.init_values) if cfg.init_values is not None else Block
         self.blocks = nn.Sequential(
             *[
-                Block(
+                block(
                     cfg.embed_dim,
                     cfg.num_heads,
                     cfg.mlp_dim,
