@@ -1,5 +1,7 @@
 """Optimiser groups (weight-decay exclusions, layer-wise LR decay), create_optimizer, drop-path, DeiT distillation."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -102,11 +104,87 @@ def test_create_optimizer_kinds():
     assert isinstance(sam, SAM) and isinstance(sam.base_optimizer, torch.optim.SGD)
     assert sam.param_groups[0]["rho"] == 0.1 and sam.param_groups[0]["adaptive"] is True
     with pytest.raises(EdgeVitError, match="unknown optimizer"):
-        create_optimizer(model, "lamb")
+        create_optimizer(model, "lars")
     with pytest.raises(EdgeVitError, match="sam key"):
         create_optimizer(model, sam={"radius": 0.1})
     with pytest.raises(EdgeVitError, match="rho"):
         create_optimizer(model, sam={"rho": -1.0})
+
+
+def _lamb_grads(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g)
+
+
+def test_lamb_step_equals_timm_lamb_with_the_adamw_exclusions():
+    from timm.optim import Lamb
+
+    model = _vit(depth=1, init_values=1e-4)  # LayerScale gammas are 1-D: not decayed either
+    ref = copy.deepcopy(model)
+    opt = create_optimizer(model, "lamb", lr=4e-3, weight_decay=0.05, betas=(0.9, 0.99))
+    assert isinstance(opt, Lamb)
+    # the reference: timm's Lamb on groups written out by name, as DeiT III excludes them
+    excluded = {"pos_embed", "cls_token"}
+    decay = [p for n, p in ref.named_parameters() if p.ndim > 1 and n not in excluded]
+    no_decay = [p for n, p in ref.named_parameters() if p.ndim <= 1 or n in excluded]
+    ref_opt = Lamb(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=4e-3, betas=(0.9, 0.99)
+    )
+    assert (
+        _names(model, opt.param_groups[1]["params"])
+        == _names(ref, no_decay)
+        >= {"pos_embed", "cls_token", "blocks.0.ls1.gamma", "blocks.0.norm1.weight", "head.bias"}
+    )
+    for _ in range(2):  # the second step uses the moments of the first
+        _lamb_grads(model), _lamb_grads(ref)
+        opt.step(), ref_opt.step()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    # with a zero gradient only weight decay moves a parameter: the excluded ones stay put
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fresh = create_optimizer(model, "lamb", lr=1e-2, weight_decay=0.5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    fresh.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == _names(model, fresh.param_groups[0]["params"]) and "pos_embed" not in moved
+    for n in moved:  # decay shrinks: w <- w - lr * trust * wd * w, trust = |w| / |wd * w| = 1 / wd
+        assert torch.allclose(dict(model.named_parameters())[n], before[n] * (1 - 1e-2), atol=1e-7), n
+
+
+def test_lamb_inside_sam_steps_with_the_gradient_at_the_perturbed_point():
+    from timm.optim import Lamb
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 3))
+    ref = copy.deepcopy(model)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    opt = create_optimizer(model, "lamb", lr=1e-2, weight_decay=0.05, sam={"rho": 0.1})
+    assert isinstance(opt, SAM) and isinstance(opt.base_optimizer, Lamb)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    # by hand: the gradient at w + rho * g / |g|, then timm's Lamb from w
+    F.cross_entropy(ref(x), y).backward()
+    g = torch.cat([p.grad.flatten() for p in ref.parameters()])
+    w0 = [p.detach().clone() for p in ref.parameters()]
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.1 * p.grad / g.norm())
+    ref.zero_grad()
+    F.cross_entropy(ref(x), y).backward()
+    with torch.no_grad():
+        for p, w in zip(ref.parameters(), w0, strict=True):
+            p.copy_(w)
+    Lamb(param_groups(ref, 0.05), lr=1e-2).step()
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
 
 
 @pytest.mark.parametrize(

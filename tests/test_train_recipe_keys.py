@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 
-import pytest
 import torch
 
 from edgevit.models import load_model

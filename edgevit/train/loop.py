@@ -1,4 +1,4 @@
-"""The training loop: AdamW/SGD (+ SAM), warm-up + cosine schedule, EMA, bf16 autocast, gradient accumulation,
+"""The training loop: AdamW/SGD/LAMB (+ SAM), warm-up + cosine schedule, EMA, bf16 autocast, gradient accumulation,
 DDP under ``torchrun``, exact resume, rich progress, metrics CSV and TensorBoard.
 
 A run directory gets ``checkpoints/`` (``last.*`` every epoch and every ``ckpt_every_steps`` optimizer steps,
@@ -60,7 +60,7 @@ class SAMConfig(_Strict):
 class OptimizerConfig(_Strict):
     """The optimizer (the ``train.optimizer:`` section)."""
 
-    name: Literal["adamw", "sgd"] = "adamw"
+    name: Literal["adamw", "sgd", "lamb"] = Field("adamw", description="lamb: timm.optim.Lamb (DeiT III)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
     sam: SAMConfig | None = Field(None, description="wrap the optimizer in SAM (batch norm stats skip its 2nd pass)")
     layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay (fine-tuning)")

@@ -1,4 +1,5 @@
-"""Optimiser parameter groups (weight-decay exclusions, layer-wise LR decay) and ``create_optimizer``."""
+"""Optimiser parameter groups (weight-decay exclusions, layer-wise LR decay) and ``create_optimizer`` (AdamW, SGD,
+timm's LAMB; any of them inside SAM)."""
 
 from __future__ import annotations
 
@@ -110,17 +111,19 @@ def create_optimizer(
 
     Args:
         model: the model.
-        name: ``"adamw"`` (with ``betas``) or ``"sgd"`` (with ``momentum``).
+        name: ``"adamw"`` (with ``betas``), ``"sgd"`` (with ``momentum``) or ``"lamb"`` (``timm.optim.Lamb``
+            with ``betas`` and timm's defaults: eps 1e-6, bias correction, the gradient clipped to global norm
+            1.0 inside the step, as NVIDIA apex's FusedLAMB that DeiT III trained with).
         lr: the base learning rate (scaled per group by ``lr_scale`` under timm's schedulers).
         weight_decay: for the decayed groups; norms, biases, embeddings and tokens get none.
-        betas: AdamW's.
+        betas: AdamW's and LAMB's.
         momentum: SGD's.
         nesterov: SGD's Nesterov momentum.
         layer_decay: layer-wise LR decay, see :func:`param_groups`.
         sam: ``{"rho": 0.05, "adaptive": False}`` wraps the optimiser in :class:`~edgevit.train.sam.SAM`.
 
     Returns:
-        ``torch.optim.AdamW`` / ``SGD``, or a ``SAM`` around it.
+        ``torch.optim.AdamW`` / ``SGD`` / ``timm.optim.Lamb``, or a ``SAM`` around it.
 
     Raises:
         EdgeVitError: unknown ``name`` or ``sam`` key, ``rho <= 0``, bad ``layer_decay``.
@@ -130,8 +133,12 @@ def create_optimizer(
         cls, kwargs = torch.optim.AdamW, {"lr": lr, "betas": tuple(betas)}
     elif name == "sgd":
         cls, kwargs = torch.optim.SGD, {"lr": lr, "momentum": momentum, "nesterov": nesterov}
+    elif name == "lamb":
+        from timm.optim import Lamb
+
+        cls, kwargs = Lamb, {"lr": lr, "betas": tuple(betas)}
     else:
-        raise EdgeVitError(f"unknown optimizer {name!r}; choose 'adamw' or 'sgd'")
+        raise EdgeVitError(f"unknown optimizer {name!r}; choose 'adamw', 'sgd' or 'lamb'")
     if sam is None:
         return cls(groups, **kwargs)
     unknown = set(sam) - {"rho", "adaptive"}
