@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 
 from edgevit.models import load_model
@@ -32,3 +33,71 @@ def test_timm_convnet_without_img_size_trains_from_a_recipe(tmp_path, one_thread
     model, meta = load_model(tmp_path / "run" / "model.safetensors")  # rebuilt from model.json, strict load
     assert "img_size" not in meta["args"] and meta["args"]["num_classes"] == 2
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+# ---------------------------------------------------------------------------------------------- BCE loss
+
+
+def _bce_formula(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits.double())
+    return -(targets * p.log() + (1 - targets) * (1 - p).log()).mean()  # mean over batch and classes
+
+
+def _train_cfg(**kw):
+    from edgevit.train import TrainConfig
+
+    return TrainConfig(**kw)
+
+
+def test_bce_loss_equals_the_formula_with_smoothing_on_integer_labels():
+    from edgevit.train.loop import _criterion
+
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.0], [-3.0, 1.5, 0.2, -0.4]])
+    labels = torch.tensor([0, 3])
+    cfg = _train_cfg(loss="bce", label_smoothing=0.2)
+    loss, mixup = _criterion(torch.nn.Identity(), cfg, 4, None, None)
+    assert mixup is None
+    off, on = 0.2 / 4, 1 - 0.2 + 0.2 / 4  # timm's smoothing: off s/K, on 1 - s + s/K
+    targets = torch.tensor([[on, off, off, off], [off, off, off, on]])
+    assert loss(logits, labels, None).item() == pytest.approx(_bce_formula(logits, targets).item(), rel=1e-6)
+    ce, _ = _criterion(torch.nn.Identity(), _train_cfg(label_smoothing=0.2), 4, None, None)
+    assert ce(logits, labels, None).item() != pytest.approx(loss(logits, labels, None).item())  # not the CE default
+
+
+def test_bce_with_mixup_soft_targets_and_deit3_threshold():
+    from edgevit.train.loop import _criterion
+
+    torch.manual_seed(0)
+    aug = {"mixup": 0.8, "cutmix": 1.0}
+    x, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    logits = torch.randn(4, 4)
+    # soft targets as Mixup makes them: the loss is the BCE formula on them, unthresholded
+    soft_loss, mixup = _criterion(
+        torch.nn.Identity(), _train_cfg(loss="bce", label_smoothing=0.0, aug=aug), 4, None, None
+    )
+    _, targets = mixup(x.clone(), labels)
+    assert targets.shape == (4, 4) and torch.allclose(targets.sum(1), torch.ones(4))
+    assert ((targets > 0) & (targets < 1)).any()  # really mixed
+    assert soft_loss(logits, targets, None).item() == pytest.approx(_bce_formula(logits, targets).item(), rel=1e-6)
+    # DeiT III (--bce-loss): targets.gt(0.0) -> both mixed classes are positives
+    cfg = _train_cfg(loss={"kind": "bce", "target_threshold": 0.0}, label_smoothing=0.0, aug=aug)
+    hard_loss, _ = _criterion(torch.nn.Identity(), cfg, 4, None, None)
+    binary = targets.gt(0.0).float()
+    assert hard_loss(logits, targets, None).item() == pytest.approx(_bce_formula(logits, binary).item(), rel=1e-6)
+    assert hard_loss(logits, targets, None).item() != pytest.approx(soft_loss(logits, targets, None).item())
+
+
+@pytest.mark.parametrize(
+    "loss, message",
+    [
+        ({"kind": "focal"}, "recipe key 'train.loss.kind'"),
+        ({"kind": "ce", "target_threshold": 0.0}, "recipe key 'train.loss': Value error, target_threshold is a bce"),
+        ({"kind": "bce", "target_threshold": 1.5}, "recipe key 'train.loss.target_threshold'"),
+    ],
+)
+def test_bad_loss_keys_fail_naming_the_key(loss, message):
+    from edgevit import EdgeVitError
+
+    assert Recipe.from_dict({"model": {"name": "vit_tiny_patch16"}, "train": {"loss": "bce"}}).train.loss.kind == "bce"
+    with pytest.raises(EdgeVitError, match=message.replace(".", r"\.")):
+        Recipe.from_dict({"model": {"name": "vit_tiny_patch16"}, "train": {"loss": loss}})

@@ -66,6 +66,32 @@ class OptimizerConfig(_Strict):
     layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay (fine-tuning)")
 
 
+class LossConfig(_Strict):
+    """The training loss (the ``train.loss:`` section; ``loss: bce`` is short for ``loss: {kind: bce}``).
+
+    ``ce``: cross-entropy with ``train.label_smoothing`` (soft-target cross-entropy under Mixup/CutMix).
+    ``bce``: DeiT III's binary cross-entropy, one sigmoid per class, through ``timm.loss.BinaryCrossEntropy``
+    (mean over batch and classes): integer labels become one-hot targets smoothed by ``train.label_smoothing``
+    (on ``1 - s + s/K``, off ``s/K``); Mixup/CutMix targets come mixed and smoothed already. With
+    ``target_threshold`` every target above it becomes 1 and the rest 0: DeiT III binarises the mixed
+    targets with ``targets.gt(0.0)`` (facebookresearch/deit engine.py, ``--bce-loss``), i.e. 0.0 here.
+    """
+
+    kind: Literal["ce", "bce"] = "ce"
+    target_threshold: float | None = Field(None, ge=0, lt=1, description="bce only: binarise targets above it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _threshold_is_bce(self) -> LossConfig:
+        if self.target_threshold is not None and self.kind != "bce":
+            raise ValueError("target_threshold is a bce setting; set kind: bce or drop it")
+        return self
+
+
 class DistillConfig(_Strict):
     """DeiT distillation through the student's distillation token (the ``train.distill:`` section).
 
@@ -90,6 +116,7 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    loss: LossConfig = Field(default_factory=LossConfig, description="ce (default) or DeiT III's bce")
     grad_clip: float | None = Field(None, gt=0)
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; None keeps torch's default")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -356,9 +383,10 @@ def train(
         seed: seeds the data order, and (plus the rank) dropout, drop-path and augmentation.
         resume: continue from ``out_dir/checkpoints/last.json``, mid-epoch included.
         progress: show rich progress bars (rank 0).
-        loss_fn: the training loss (e.g. knowledge distillation); default cross-entropy with
-            ``cfg.label_smoothing`` (soft-target cross-entropy with Mixup/CutMix, whose mixed targets
-            ``[B, K]`` a ``loss_fn`` then receives as ``labels``). Validation is always top-1.
+        loss_fn: the training loss (e.g. knowledge distillation); default ``cfg.loss``: cross-entropy with
+            ``cfg.label_smoothing`` (soft-target cross-entropy with Mixup/CutMix, whose mixed targets ``[B, K]``
+            a ``loss_fn`` then receives as ``labels``) or DeiT III's binary cross-entropy (:class:`LossConfig`).
+            Validation is always top-1.
         on_epoch_start: called with the 0-based epoch index after ``model.train()``, before the epoch's first
             step (also for the first epoch after a resume); e.g. to freeze QAT observers from some epoch on.
         on_step_end: called with the optimizer step count (from 1) and this process's loss after each
@@ -562,6 +590,11 @@ def _criterion(
     """The training loss ``(outputs, targets, images)`` and the batch mixer (Mixup/CutMix) or ``None``."""
     mixup = build_mixup(cfg.aug, num_classes, cfg.label_smoothing)
     base = build_criterion(mixup, cfg.label_smoothing)
+    if cfg.loss.kind == "bce":
+        from timm.loss import BinaryCrossEntropy
+
+        smoothing = 0.0 if mixup is not None else cfg.label_smoothing  # Mixup folds the smoothing in already
+        base = BinaryCrossEntropy(smoothing=smoothing, target_threshold=cfg.loss.target_threshold)
     if cfg.distill is None:
         return loss_fn or (lambda outputs, targets, images: base(outputs, targets)), mixup
     from edgevit.train.distill import deit_distillation_loss
