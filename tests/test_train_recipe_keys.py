@@ -101,3 +101,40 @@ def test_bad_loss_keys_fail_naming_the_key(loss, message):
     assert Recipe.from_dict({"model": {"name": "vit_tiny_patch16"}, "train": {"loss": "bce"}}).train.loss.kind == "bce"
     with pytest.raises(EdgeVitError, match=message.replace(".", r"\.")):
         Recipe.from_dict({"model": {"name": "vit_tiny_patch16"}, "train": {"loss": loss}})
+
+
+# ---------------------------------------------------------------------------------------------- repeated augmentation
+
+
+@pytest.mark.parametrize("n", [300, 100])  # above and below timm's 256-image rounding
+def test_repeated_order_repeats_each_image_across_ranks_and_truncates_as_timm(n):
+    from collections import Counter
+
+    from edgevit.train.loop import RepeatedOrder
+
+    world, repeats = 3, 3
+    orders = [RepeatedOrder(n, seed=5, rank=r, world=world, repeats=repeats) for r in range(world)]
+    for o in orders:
+        o.set_epoch(2)
+    per_rank = [o.indices() for o in orders]
+    # timm's epoch length per rank: floor(n // 256 * 256 / world) from 256 images on, else ceil(n / world)
+    want = n // 256 * 256 // world if n >= 256 else -(-n // world)
+    assert [len(x) for x in per_rank] == [want] * world == [o.per_rank for o in orders] == [len(o) for o in orders]
+    # before truncation the repeated list is each image `repeats` times in a row, dealt round-robin to the ranks:
+    # interleaving the ranks gives that list's prefix, so each index shows up `repeats` times, once per rank
+    dealt = [per_rank[r][j] for j in range(want) for r in range(world)]
+    assert all(dealt[i] == dealt[i - i % repeats] for i in range(len(dealt)))
+    counts = Counter(dealt)
+    full = [i for i, c in counts.items() if c == repeats]
+    assert len(full) == len(dealt) // repeats and all(c <= repeats for c in counts.values())
+    for i in full:
+        assert sorted(r for r in range(world) for _ in range(per_rank[r].count(i))) == [0, 1, 2]
+    # deterministic per (seed, epoch), another order next epoch, and skip resumes mid-epoch
+    again = RepeatedOrder(n, seed=5, rank=1, world=world, repeats=repeats)
+    again.set_epoch(2, skip=7)
+    assert list(again) == per_rank[1][7:] and len(again) == want - 7
+    again.set_epoch(3)
+    assert again.indices() != per_rank[1]
+    one = RepeatedOrder(n, seed=5)  # one process: no torch.distributed needed
+    one.set_epoch(0)
+    assert len(one.indices()) == (n // 256 * 256 if n >= 256 else n)

@@ -136,6 +136,9 @@ class TrainConfig(_Strict):
         None, ge=0, lt=1, description="stochastic depth rate, passed to the model as drop_path_rate"
     )
     aug: AugConfig = Field(default_factory=AugConfig, description="per-image augmentation and Mixup/CutMix")
+    repeated_aug: int | None = Field(
+        None, ge=2, description="repeated augmentation: each drawn image this many times (DeiT: 3); see RepeatedOrder"
+    )
     distill: DistillConfig | None = Field(None, description="DeiT distillation from a trained teacher")
 
     @model_validator(mode="after")
@@ -210,6 +213,40 @@ class EpochOrder(Sampler[int]):
         order = torch.randperm(self.n, generator=g).tolist()
         order += order[: self.per_rank * self.world - self.n]  # pad as DistributedSampler does
         return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.skip :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+class RepeatedOrder(Sampler[int]):
+    """Repeated augmentation (DeiT, DeiT III): timm's ``RepeatAugSampler`` behind :class:`EpochOrder`'s interface.
+
+    Each image of a permutation drawn from ``seed + epoch`` is repeated ``repeats`` times in a row and the
+    repeated list is dealt round-robin to the ranks, so with ``world >= repeats`` the copies of an image land on
+    different processes (each augments its copy differently). timm then truncates: each rank yields
+    ``floor(n // 256 * 256 / world)`` indices (``ceil(n / world)`` below 256 images), so an epoch lasts about
+    as long as without repeats and covers about ``1 / repeats`` of the distinct images. ``world`` and ``rank``
+    are passed explicitly, so one process needs no ``torch.distributed``.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, repeats: int = 3):
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        self.sampler = RepeatAugSampler(range(n), num_replicas=world, rank=rank, shuffle=True, num_repeats=repeats)
+        self.seed, self.skip = seed, 0
+        self.per_rank = len(self.sampler)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch's order (timm seeds it with ``seed + epoch``) and how many samples to skip."""
+        self.sampler.set_epoch(self.seed + epoch)
+        self.skip = skip
+
+    def indices(self) -> list[int]:
+        """This rank's whole order for the current epoch."""
+        return list(self.sampler)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices()[self.skip :])
@@ -418,7 +455,10 @@ def train(
 
             net = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
         optimizer = build_optimizer(model, cfg)
-        order = EpochOrder(len(data.train), seed, dist.rank, dist.world)
+        if cfg.repeated_aug:
+            order = RepeatedOrder(len(data.train), seed, dist.rank, dist.world, cfg.repeated_aug)
+        else:
+            order = EpochOrder(len(data.train), seed, dist.rank, dist.world)
         loader = DataLoader(
             data.train,
             batch_size=cfg.batch_size,
