@@ -138,3 +138,106 @@ def test_repeated_order_repeats_each_image_across_ranks_and_truncates_as_timm(n)
     one = RepeatedOrder(n, seed=5)  # one process: no torch.distributed needed
     one.set_epoch(0)
     assert len(one.indices()) == (n // 256 * 256 if n >= 256 else n)
+
+
+# ---------------------------------------------------------------------------------------------- multi-scale sampler
+
+
+def test_multiscale_sizes_and_batch_sizes_follow_the_paper_and_cvnets():
+    from edgevit.train.multiscale import batch_sizes, cvnets_sizes
+
+    # MobileViT Sec. 3.3: {160, 192, 256, 288, 320} around 256; CVNets' defaults (160..320, 5 scales, /32) give it
+    assert cvnets_sizes(256) == [160, 192, 256, 288, 320]
+    b = batch_sizes(128, 256, [160, 192, 256, 288, 320])
+    assert b == {160: 327, 192: 227, 256: 128, 288: 101, 320: 81}  # b_t = int(b * 256^2 / s^2)
+    for s, bt in b.items():  # pixels per batch stay those of the base batch, to within one image
+        assert 0 <= 128 * 256**2 - bt * s * s < s * s
+
+
+def test_multiscale_batches_cover_the_epoch_once_with_one_schedule_across_ranks():
+    from edgevit.train.multiscale import MultiScaleBatches, batch_sizes
+
+    n, world, sizes = 400, 2, [16, 24, 32, 40]
+    want = batch_sizes(8, 32, sizes)
+    ranks = [MultiScaleBatches(n, 7, 8, 32, sizes, rank=r, world=world) for r in range(world)]
+    for r in ranks:
+        r.set_epoch(3)
+    batches = [list(r) for r in ranks]
+    plans = [[r.size(k) for k in range(len(r))] for r in ranks]
+    assert plans[0] == plans[1] and len(batches[0]) == len(batches[1])  # same resolution per step on every rank
+    assert set(plans[0]) <= set(sizes) and len(set(plans[0])) > 1
+    for k, size in enumerate(plans[0][:-1]):  # every batch but the last has the size's batch
+        assert len(batches[0][k]) == len(batches[1][k]) == want[size]
+    seen = [i for b in batches for batch in b for i in batch]
+    assert sorted(seen) == list(range(n))  # every sample once per epoch, across the ranks
+    again = MultiScaleBatches(n, 7, 8, 32, sizes, rank=1, world=world)
+    again.set_epoch(3, skip=5)  # deterministic per (seed, epoch); skip resumes after 5 batches
+    assert list(again) == batches[1][5:] and again.size(5) == plans[1][5]
+    other = MultiScaleBatches(n, 8, 8, 32, sizes)
+    other.set_epoch(3)
+    assert [other.size(k) for k in range(len(other))] != plans[0]  # another seed, another schedule
+    dropping = MultiScaleBatches(n, 7, 8, 32, sizes, drop_last=True)
+    dropping.set_epoch(0)
+    assert all(len(b) == want[dropping.size(k)] for k, b in enumerate(dropping))
+
+
+class _TinyConv(torch.nn.Sequential):
+    """Any input size; records the input shapes it saw in train mode."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__(
+            torch.nn.Conv2d(3, 8, 3, stride=2),
+            torch.nn.GELU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(8, 10),
+        )
+        self.seen = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(tuple(x.shape))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"multiscale": {"sizes": [16, 24, 32, 40]}, "aug": {"mixup": 0.8, "cutmix": 1.0}, "loss": "bce"},
+        {"repeated_aug": 3, "optimizer": {"name": "lamb"}, "loss": {"kind": "bce", "target_threshold": 0.0}},
+    ],
+    ids=["multiscale-mixup-bce", "repeated-aug-lamb"],
+)
+def test_new_samplers_and_lamb_resume_mid_epoch_bit_identical(extra, digits32, tmp_path):
+    import json
+
+    from torch.utils.data import Subset
+
+    from edgevit.data import DataSplits
+    from edgevit.train import TrainConfig, train
+    from edgevit.train.multiscale import batch_sizes
+
+    data = DataSplits(Subset(digits32.train, range(96)), Subset(digits32.val, range(32)), digits32.classes)
+    cfg = TrainConfig(epochs=2, batch_size=8, warmup_epochs=0.5, ckpt_every_steps=3, tensorboard=False, **extra)
+    full = _TinyConv()
+    train(full, data, cfg, tmp_path / "a", seed=2, progress=False)
+    steps = json.loads((tmp_path / "a/checkpoints/config.json").read_text())["total_steps"]
+    if cfg.multiscale:  # the crops follow the drawn resolution; batch sizes per b_t = b * 32^2 / s^2
+        want = batch_sizes(8, 32, [16, 24, 32, 40])
+        assert {s[-1] for s in full.seen} == {16, 24, 32, 40} and all(s[-2] == s[-1] for s in full.seen)
+        assert all(b == want[s] for b, _, _, s in full.seen)  # mixup drops the short last batch
+    else:  # repeated aug, one process: timm's epoch of ceil(96 / 1) indices, 32 images 3 times each
+        assert len(full.seen) == steps == 2 * 12
+
+    def stop(step, loss):
+        if step == steps // 2 + 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_TinyConv(), data, cfg, tmp_path / "b", seed=2, progress=False, on_step_end=stop)
+    resumed = _TinyConv()
+    train(resumed, data, cfg, tmp_path / "b", seed=2, resume=True, progress=False)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

@@ -128,7 +128,10 @@ def _dedupe(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state dict into tensors (for safetensors) and JSON-able metadata."""
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able metadata.
+
+    Tensors in a param group (timm's LAMB keeps its step count there) go to the tensors as ``group.I.KEY``.
+    """
     tensors, scalars = {}, {}
     for pid, pstate in sd["state"].items():
         for k, v in pstate.items():
@@ -136,12 +139,23 @@ def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
                 tensors[f"{pid}.{k}"] = v
             else:
                 scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+    groups = []
+    for i, group in enumerate(sd["param_groups"]):
+        for k, v in group.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"group.{i}.{k}"] = v
+        groups.append({k: v for k, v in group.items() if not isinstance(v, torch.Tensor)})
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
+    groups = [dict(g) for g in meta["param_groups"]]
     for key, v in list(tensors.items()) + list(meta["scalars"].items()):
         pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
+        if pid == "group":
+            i, k = k.split(".", 1)
+            groups[int(i)][k] = v
+        else:
+            state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": groups}

@@ -7,7 +7,8 @@ events, when the ``tensorboard`` package is installed). ``resume=True`` continue
 checkpoint, mid-epoch included: checkpoints hold the model, optimizer, EMA, schedule position, every RNG
 (Python, NumPy, torch: dropout, drop-path and augmentation draws) and the position in the epoch's data order,
 which comes from a generator seeded by ``(seed, epoch)``. On CPU with ``workers: 0`` a resumed run ends with
-weights bit-identical to an uninterrupted one.
+weights bit-identical to an uninterrupted one. ``repeated_aug`` (timm's ``RepeatAugSampler``, :class:`RepeatedOrder`)
+and ``multiscale`` (:mod:`edgevit.train.multiscale`) replace the plain order and keep that resume.
 
 Under ``torchrun --nproc_per_node N`` the loop wraps the model in DistributedDataParallel (gloo on CPU, nccl on
 GPU); each rank reads its share of the same seeded order (``batch_size`` is per rank, so the effective batch
@@ -40,6 +41,7 @@ from edgevit._utils import EdgeVitError, progress_bar, write_json_atomic, write_
 from edgevit.data import DataSplits
 from edgevit.data.transforms import AugConfig, build_criterion, build_mixup
 from edgevit.train.checkpoint import load_checkpoint, load_part, save_checkpoint
+from edgevit.train.multiscale import MultiScaleBatches, MultiScaleConfig, resize_batch
 from edgevit.train.optim import create_optimizer, param_groups  # noqa: F401  (param_groups: re-exported)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -139,12 +141,17 @@ class TrainConfig(_Strict):
     repeated_aug: int | None = Field(
         None, ge=2, description="repeated augmentation: each drawn image this many times (DeiT: 3); see RepeatedOrder"
     )
+    multiscale: MultiScaleConfig | None = Field(
+        None, description="MobileViT's multi-scale sampler: a resolution per batch, pixels per batch constant"
+    )
     distill: DistillConfig | None = Field(None, description="DeiT distillation from a trained teacher")
 
     @model_validator(mode="after")
     def _even_batch_for_mixup(self) -> TrainConfig:
         if self.aug.mixes and self.batch_size % 2:
             raise ValueError(f"batch_size must be even with Mixup/CutMix (they pair images), got {self.batch_size}")
+        if self.multiscale and self.repeated_aug:
+            raise ValueError("multiscale and repeated_aug are two samplers; set only one")
         return self
 
 
@@ -455,26 +462,15 @@ def train(
 
             net = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
         optimizer = build_optimizer(model, cfg)
-        if cfg.repeated_aug:
-            order = RepeatedOrder(len(data.train), seed, dist.rank, dist.world, cfg.repeated_aug)
-        else:
-            order = EpochOrder(len(data.train), seed, dist.rank, dist.world)
-        loader = DataLoader(
-            data.train,
-            batch_size=cfg.batch_size,
-            sampler=order,
-            num_workers=cfg.workers,
-            generator=torch.Generator(),  # its seed draw must not advance the global RNG (exact resume)
-            pin_memory=dist.device.type == "cuda",
-            drop_last=mixup is not None,  # Mixup/CutMix pair images: every batch must be even
-        )
-        micro_per_epoch = (math.floor if mixup is not None else math.ceil)(order.per_rank / cfg.batch_size)
-        if micro_per_epoch == 0:
+        order, loader, micro = _data_order(data, cfg, seed, dist, drop_last=mixup is not None)
+        if micro[0] == 0:
             raise EdgeVitError(f"train.batch_size {cfg.batch_size} is larger than the {order.per_rank} training images")
-        steps_per_epoch = math.ceil(micro_per_epoch / cfg.accum_steps)  # the schedule counts optimizer steps
+        steps = [math.ceil(m / cfg.accum_steps) for m in micro]  # per epoch: the schedule counts optimizer steps
+        steps_per_epoch = sum(steps) / cfg.epochs  # a whole number unless multiscale varies it by epoch
+        steps_per_epoch = int(steps_per_epoch) if steps_per_epoch.is_integer() else steps_per_epoch
         scheduler = CosineLRScheduler(
             optimizer,
-            t_initial=cfg.epochs * steps_per_epoch,
+            t_initial=sum(steps),
             lr_min=cfg.min_lr,
             warmup_t=int(cfg.warmup_epochs * steps_per_epoch),
             warmup_lr_init=cfg.warmup_lr,
@@ -491,7 +487,7 @@ def train(
         if resume and (ckpt_dir / "last.json").is_file():
             state = load_checkpoint(ckpt_dir, model, optimizer)  # SAM: its base optimizer's state
             start_epoch, rows, best = state["epoch"], state["metrics"], state["best_val_top1"]
-            start_batch, step = state.get("batch", 0), state.get("step", start_epoch * steps_per_epoch)
+            start_batch, step = state.get("batch", 0), state.get("step", sum(steps[:start_epoch]))
             if state.get("batch") and state.get("world_size", 1) != dist.world:
                 raise EdgeVitError(
                     f"--resume: the checkpoint in {ckpt_dir} is mid-epoch from {state['world_size']} processes; "
@@ -519,7 +515,7 @@ def train(
                     "device": str(dist.device),
                     "effective_batch": cfg.batch_size * cfg.accum_steps * dist.world,
                     "steps_per_epoch": steps_per_epoch,
-                    "total_steps": cfg.epochs * steps_per_epoch,
+                    "total_steps": sum(steps),
                 },
             )
         log = _Log(out_dir, dist.main, cfg.tensorboard)
@@ -552,7 +548,8 @@ def train(
                 first = start_batch if epoch == start_epoch else 0
                 if first == 0:
                     running = [0.0, 0.0, 0.0]
-                order.set_epoch(epoch, skip=first * cfg.batch_size)
+                micro_per_epoch = micro[epoch]
+                order.set_epoch(epoch, skip=first if cfg.multiscale else first * cfg.batch_size)
                 epoch_task = bars.add_task(
                     f"epoch {epoch + 1}/{cfg.epochs}", total=micro_per_epoch, completed=first, info=""
                 )
@@ -563,6 +560,9 @@ def train(
                 while i < micro_per_epoch:
                     group = [next(batches) for _ in range(min(cfg.accum_steps, micro_per_epoch - i))]
                     group = [(x.to(dist.device, non_blocking=True), y.to(dist.device)) for x, y in group]
+                    if cfg.multiscale:  # the batch-level resize to each micro-batch's drawn resolution
+                        mode = cfg.aug.interpolation
+                        group = [(resize_batch(x, order.size(i + j), mode), y) for j, (x, y) in enumerate(group)]
                     if mixup is not None:
                         group = [mixup(x, y) for x, y in group]
                     scheduler.step_update(step)
@@ -622,6 +622,34 @@ def train(
             torch.distributed.destroy_process_group()
     ema_model = ema.module.cpu() if ema is not None else None
     return TrainResult(best, final, len(rows), out_dir, final_raw, ema_model)
+
+
+def _data_order(
+    data: DataSplits, cfg: TrainConfig, seed: int, dist: _Dist, drop_last: bool
+) -> tuple[Any, DataLoader, list[int]]:
+    """This rank's sampler (:class:`EpochOrder`, :class:`RepeatedOrder` or a multi-scale batch sampler), its
+    loader, and the number of micro-batches of each epoch (the same every epoch, except with multiscale)."""
+    common = {
+        "num_workers": cfg.workers,
+        "generator": torch.Generator(),  # its seed draw must not advance the global RNG (exact resume)
+        "pin_memory": dist.device.type == "cuda",
+    }
+    n = len(data.train)
+    if cfg.multiscale:
+        base = data.val[0][0].shape[-1]  # the data's image size (val: a deterministic transform, no RNG draw)
+        order = MultiScaleBatches(
+            n, seed, cfg.batch_size, base, cfg.multiscale.sizes, dist.rank, dist.world, drop_last=drop_last
+        )
+        micro = [len(order.schedule(e)) for e in range(cfg.epochs)]
+        return order, DataLoader(data.train, batch_sampler=order, **common), micro
+    if cfg.repeated_aug:
+        order = RepeatedOrder(n, seed, dist.rank, dist.world, cfg.repeated_aug)
+    else:
+        order = EpochOrder(n, seed, dist.rank, dist.world)
+    # drop_last: Mixup/CutMix pair images, every batch must be even
+    loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=order, drop_last=drop_last, **common)
+    micro = (math.floor if drop_last else math.ceil)(order.per_rank / cfg.batch_size)
+    return order, loader, [micro] * cfg.epochs
 
 
 def _criterion(
