@@ -439,9 +439,11 @@ def stage_qat(
 
 def _finetune_base(cfg: TrainConfig) -> TrainConfig:
     """The train settings a fine-tuning stage (QAT) inherits: without the from-scratch-only parts (EMA,
-    Mixup/CutMix and augmentation, DeiT distillation, SAM, drop-path), which it has its own keys for."""
+    Mixup/CutMix and augmentation, repeated augmentation, multi-scale batches (the QAT graph has one input shape),
+    DeiT distillation, SAM, drop-path), which it has its own keys for."""
     opt = cfg.optimizer.model_copy(update={"sam": None, "layer_decay": None})
     update = {"ema_decay": None, "aug": AugConfig(), "distill": None, "optimizer": opt, "drop_path": None}
+    update |= {"repeated_aug": None, "multiscale": None}
     return cfg.model_copy(update=update)
 
 

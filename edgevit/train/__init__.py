@@ -1,16 +1,20 @@
-"""Training: the loop, optimizers (SAM, layer decay), distillation, fine-tuning (FixRes, transfer, linear probe),
-checkpoints, evaluation helpers."""
+"""Training: the loop, optimizers (AdamW, SGD, LAMB; SAM, layer decay), losses (CE, DeiT III's BCE), samplers
+(repeated augmentation, MobileViT's multi-scale batches), distillation, fine-tuning (FixRes, transfer, linear
+probe), checkpoints, evaluation helpers."""
 
 from edgevit.train.checkpoint import load_checkpoint, load_state_dict, save_checkpoint, save_state_dict
 from edgevit.train.distill import deit_distillation_loss, distillation_loss
 from edgevit.train.finetune import FinetuneConfig, freeze_backbone_, frozen_to_eval_, load_pretrained_
-from edgevit.train.loop import TrainConfig, TrainResult, predict, seed_everything, top1, train
+from edgevit.train.loop import LossConfig, TrainConfig, TrainResult, predict, seed_everything, top1, train
+from edgevit.train.multiscale import MultiScaleConfig
 from edgevit.train.optim import create_optimizer
 from edgevit.train.sam import SAM, disable_running_stats
 
 __all__ = [
     "SAM",
     "FinetuneConfig",
+    "LossConfig",
+    "MultiScaleConfig",
     "TrainConfig",
     "TrainResult",
     "create_optimizer",
