@@ -15,6 +15,7 @@ import torch
 from edgevit.bench.study import ARMS, arm_recipe, render
 from edgevit.models import create_model
 from edgevit.recipe import Recipe
+from edgevit.train.multiscale import batch_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ["mobilevit", "deit_distilled", "deit3", "vit_sam", "augreg"]
@@ -33,6 +34,7 @@ PAPER = {
         "train.min_lr": 0.0002,
         "train.warmup_lr": 0.0002,
         "warmup_steps": 3000,
+        "train.multiscale.sizes": [160, 192, 256, 288, 320],
         "train.weight_decay": 0.01,
         "train.label_smoothing": 0.1,
         "train.ema_decay": 0.9995,
@@ -61,9 +63,16 @@ PAPER = {
         "train.distill.kind": "hard",
         "train.distill.alpha": 0.5,
         "train.distill.tau": 1.0,
+        "train.repeated_aug": 3,
     },
     "deit3": {  # Touvron et al. 2022; facebookresearch/deit README_revenge.md, ImageNet-1k ViT-S command
         "model.name": "deit_small",
+        "model.args.init_values": 1e-4,
+        "train.optimizer.name": "lamb",
+        "train.loss.kind": "bce",
+        "train.loss.target_threshold": 0.0,
+        "train.repeated_aug": 3,
+        "train.aug.crop": "rrc",
         "data.img_size": 224,
         "train.epochs": 800,
         "effective_batch": 2048,
@@ -142,6 +151,9 @@ def test_imagenet_recipe_carries_the_paper_numbers(name):
             got = recipe.train.batch_size * 8
         elif key == "warmup_steps":  # warm-up given in epochs; the paper counts steps of the effective batch
             steps_per_epoch = IMAGENET_TRAIN_IMAGES / PAPER[name]["effective_batch"]
+            if recipe.train.multiscale:  # a batch size per resolution, each drawn equally often
+                sizes = batch_sizes(recipe.train.batch_size, recipe.data.img_size, recipe.train.multiscale.sizes)
+                steps_per_epoch = IMAGENET_TRAIN_IMAGES / 8 / (sum(sizes.values()) / len(sizes))
             got = recipe.train.warmup_epochs * steps_per_epoch
             assert got == pytest.approx(want, rel=0.02), f"{name}: warm-up {got:.0f} steps, paper {want}"
             continue
@@ -154,6 +166,9 @@ def _character(recipe: Recipe) -> dict:
     t = recipe.train
     return {
         "optimizer": t.optimizer.name,
+        "loss": t.loss.model_dump(),
+        "multiscale": t.multiscale is not None,  # (repeated_aug: only the multi-process ImageNet runs; see the YAMLs)
+        "layer_scale": "init_values" in recipe.model.args,
         "sam": t.optimizer.sam is not None,
         "distill": t.distill.kind if t.distill else None,
         "ema": t.ema_decay is not None,
