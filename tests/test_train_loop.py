@@ -228,6 +228,10 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
         ({"distill": {"kind": "hard"}}, "train.distill.teacher"),
         ({"distill": {"teacher": "runs/t", "kind": "medium"}}, "train.distill.kind"),
         ({"distill": {"teacher": "runs/t", "tau": 0}}, "train.distill.tau"),
+        ({"repeated_aug": 1}, "train.repeated_aug"),
+        ({"multiscale": {"sizes": []}}, "train.multiscale.sizes"),
+        ({"multiscale": {"sizes": [4, 32]}}, "train.multiscale.sizes"),
+        ({"multiscale": {"sizes": [32]}, "repeated_aug": 3}, "train"),  # the message names both
     ],
 )
 def test_bad_train_keys_fail_naming_the_key(train_section, key):
