@@ -24,8 +24,11 @@ it. ``input`` is the image the artifact was fed vs the one PyTorch saw (a prepro
   scope (``Class_attr/Class_attr;N``); int8 tensors are dequantised with their own scale and zero point.
 - Core ML: the emulator's per-op outputs (:meth:`edgevit.parity.coreml.Emulator.trace`); MIL variable names are
   the ``torch.export`` node names (plus ``_cast_fp16``-style suffixes), whose ``nn_module_stack`` names the module.
-- ExecuTorch: the XNNPACK delegate is opaque (one delegate call runs the whole network), so only its boundary is
-  compared: the input and the logits; the ``note`` says so.
+- ExecuTorch: the shipped XNNPACK delegate is one opaque call, so the model is re-lowered as the exporter lowers it
+  with the wanted FX nodes tapped as extra delegate outputs (``executorch.devtools.intermediate_output_tap``: same
+  partitioning, same XNNPACK kernels); FX node names carry ``nn_module_stack``. ``output`` is the shipped ``.pte``'s
+  logits, and ``relowering`` reports how far the re-lowering's logits are from them (0 when it is faithful).
+  Quantized ``.pte`` files are compared at the delegate boundary only (their calibration is not at hand).
 
 Layouts are matched by shape: NHWC vs NCHW, ``[B*h, N, d]`` vs ``[B, h, N, d]`` and dropped unit dimensions are
 tried and the best-matching arrangement is compared.
@@ -83,6 +86,7 @@ class _Graph:
     make_runner: Callable[[list[str]], Callable[[np.ndarray], dict[str, np.ndarray]]]
     note: str | None = None
     producers: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific facts merged into the result
 
     def __post_init__(self) -> None:
         self.producers = {t: i for i, n in enumerate(self.nodes) for t in n.outputs}
@@ -133,7 +137,10 @@ def explain(
     if artifact.backend not in tracers:
         raise EdgeVitError(f"explain: no tracer for backend {artifact.backend!r}; choose one of {', '.join(tracers)}")
     model = model.eval()
-    graph = tracers[artifact.backend](Path(artifact.path), model, example)
+    if artifact.backend == "executorch":
+        graph = _pte_graph(Path(artifact.path), model, example, artifact.precision)
+    else:
+        graph = tracers[artifact.backend](Path(artifact.path), model, example)
     ref_names, ref_outputs, ref_inputs = _reference(model, ref_x)  # [module], {module: [n, ...] array}
     chosen, in_tensors = _module_tensors(graph, ref_names)  # module -> (tensor, op); module -> input tensor
     runner = graph.make_runner(sorted({t for t, _ in chosen.values()} | set(in_tensors.values())))
@@ -169,6 +176,7 @@ def explain(
         "layers": layers,
         "first_divergent": first,
         "unmapped": unmapped,
+        **graph.extra,
     }
 
 
@@ -540,19 +548,131 @@ def _coreml_graph(path: Path, model, example) -> _Graph:
     return graph
 
 
-def _pte_graph(path: Path, model, example) -> _Graph:
+def _pte_graph(path: Path, model, example, precision: str = "fp32") -> _Graph:
+    """ExecuTorch: the model re-lowered as the exporter lowers it, with the wanted tensors tapped as extra outputs.
+
+    The shipped ``.pte`` is one opaque XNNPACK delegate call. ``executorch.devtools.intermediate_output_tap``
+    surfaces chosen FX nodes as extra program outputs, so the same partitioning and the same XNNPACK kernels run,
+    and each tapped value leaves the delegate; FX node names carry ``nn_module_stack``. The root module's row
+    (``output``) is the *shipped* ``.pte``'s logits, and each run also compares the re-lowering's logits with the
+    shipped ones (``relowering`` in the result), so a fault that is in the file but not in this model's lowering
+    (other weights, a hand-edited program) shows as ``output`` diverging with every inner layer healthy.
+    Quantized artifacts are compared at the delegate boundary only: their calibration is not reproducible here.
+    """
+    import torch
+
     from edgevit.export import executorch as et
 
-    runner = et.load(path, 2)
+    shipped = et.load(path, 2)
+    if precision != "fp32":
+        note = (
+            f"ExecuTorch {precision}: compared at the XNNPACK delegate's boundary only (input and logits); a per-layer "
+            "re-lowering would need the artifact's calibration images and quantizer settings, which explain does "
+            "not have, so inner layers are listed as unmapped"
+        )
+        return _Graph(
+            [_Node("executorch_call_delegate", ["image"], [_SHIPPED], None)],
+            _SHIPPED,
+            lambda wanted: lambda x: {_SHIPPED: np.asarray(shipped(x), dtype=np.float32)},
+            note,
+        )
+
+    require("executorch", "executorch")
+    ep = torch.export.export(model, (example,)).run_decompositions(et._XNNPACK_FRIENDLY_DECOMPOSITIONS)
+    nodes, fx_out = [], None
+    for node in ep.graph.nodes:
+        if node.op == "output":
+            fx_out = node.args[0][0].name
+        if node.op != "call_function":
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        module = list(stack.values())[-1][0] if stack else None
+        op = getattr(node.target, "_opname", None) or getattr(node.target, "__name__", str(node.target))
+        nodes.append(_Node(op, [a.name for a in node.all_input_nodes], [node.name], module))
+    # the shipped program's logits close the graph: the root module's row is the artifact itself
+    nodes.append(_Node("executorch_call_delegate", [fx_out], [_SHIPPED], None))
+    graph = _Graph(nodes, _SHIPPED, lambda wanted: None)
+    gaps: list[tuple[float, float]] = []  # per image: (max |relowered - shipped|, max |shipped|)
 
     def make_runner(wanted: list[str]):
-        return lambda x: {"logits": np.asarray(runner(x), dtype=np.float32)}
+        run_debug, outputs, partitions = _tapped_program(ep, [t for t in wanted if t != _SHIPPED] + [fx_out], example)
 
-    note = (
-        "ExecuTorch: the XNNPACK delegate runs the network as one opaque call, so only its boundary (input and "
-        "logits) is compared; inner layers are listed as unmapped"
+        def run(x: np.ndarray) -> dict[str, np.ndarray]:
+            got = dict(zip(outputs, run_debug(x), strict=True))
+            logits = np.asarray(shipped(x), dtype=np.float32)
+            gaps.append((float(np.abs(got[fx_out] - logits).max()), float(np.abs(logits).max())))
+            graph.extra["relowering"] = {
+                "images": len(gaps),
+                "partitions": partitions,
+                "max_abs_diff_vs_shipped": max(g for g, _ in gaps),
+                "max_abs_shipped": max(m for _, m in gaps),
+            }
+            graph.note = _pte_note(graph.extra["relowering"])
+            return {**got, _SHIPPED: logits}
+
+        return run
+
+    graph.make_runner = make_runner
+    graph.note = _pte_note(None)
+    return graph
+
+
+_SHIPPED = "shipped.pte:output"
+
+
+def _pte_note(relowering: dict | None) -> str:
+    head = (
+        "ExecuTorch: inner layers come from a re-lowering of this model with the exporter's decompositions and "
+        "XnnpackPartitioner, their tensors tapped as extra delegate outputs (same XNNPACK kernels; not the shipped "
+        ".pte byte for byte); `output` is the shipped .pte's logits"
     )
-    return _Graph([_Node("executorch_call_delegate", ["image"], ["logits"], None)], "logits", make_runner, note)
+    if relowering is None:
+        return head
+    gap, scale = relowering["max_abs_diff_vs_shipped"], relowering["max_abs_shipped"]
+    verdict = (
+        "faithful"
+        if gap <= 1e-4 * max(scale, 1.0)
+        else "NOT faithful: the shipped .pte computes something this model's lowering does not (other weights or an "
+        "edited program), so trust only its `output` row"
+    )
+    return f"{head}. Re-lowering vs shipped logits: max abs diff {gap:.2e} ({verdict})"
+
+
+def _tapped_program(ep, wanted: list[str], example):
+    """Lower ``ep`` (a copy) with ``wanted`` FX nodes tapped as extra outputs.
+
+    Returns ``(run, names, partitions)``: ``run(image)`` gives the tapped tensors in the order of ``names``;
+    ``partitions`` is the number of XNNPACK delegate calls of the tapped program.
+    """
+    import copy
+
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.devtools.intermediate_output_tap import FULL_TENSOR, strip_taps_, tap_intermediate_outputs_
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    want = set(wanted)
+    ep = copy.deepcopy(ep)
+    ep, specs = tap_intermediate_outputs_(ep, (lambda n: n.name in want, FULL_TENSOR))
+    missing = want - {s.node_name for s in specs}
+    if missing:
+        raise EdgeVitError(f"explain executorch: cannot tap {sorted(missing)} (not call_function nodes of the export)")
+    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    strip_taps_(edge)
+    partitions = get_delegation_info(edge.exported_program().graph_module).num_delegated_subgraphs
+    buffer = edge.to_executorch().buffer
+    program = Runtime.get().load_program(buffer)  # keeps ``buffer`` alive: the method reads from it
+    method = program.load_method("forward")
+    index = {s.node_name: s.output_index for s in specs}
+    names = sorted(want)
+
+    def run(x: np.ndarray, _keep=program) -> list[np.ndarray]:
+        outs = method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
+        return [outs[index[t]].numpy().astype(np.float32, copy=True) for t in names]
+
+    return run, names, partitions
 
 
 # ------------------------------------------------------------------------------------------------- parity hook
