@@ -25,7 +25,7 @@ def _digits_recipe(model: dict, train: dict | None = None, data: dict | None = N
 
 def test_timm_convnet_without_img_size_trains_from_a_recipe(tmp_path, one_thread):
     # timm's ResNet takes no img_size: the recipe must not pass data.img_size to it (it raised TypeError)
-    recipe = _digits_recipe({"name": "timm/test_resnet"}, {"lr": 1e-3, "epochs": 2, "batch_size": 32})
+    recipe = _digits_recipe({"name": "timm/test_resnet"}, {"lr": 1e-3, "epochs": 2})  # 2 x 5 batches
     stage_train(recipe, tmp_path / "run", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     assert float(rows[-1]["train_top1"]) > 90.0  # it learned (two classes: chance is 50%); BN's few-step
