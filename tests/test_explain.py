@@ -209,3 +209,36 @@ def test_executorch_int8_is_compared_at_the_delegate_boundary_and_says_why(small
     e = explain(small_vit, art, val8[:2])
     assert [r["module"] for r in e["layers"]] == ["input", "output"] and "blocks.0.attn" in e["unmapped"]
     assert "boundary" in e["note"] and "calibration" in e["note"] and "relowering" not in e
+
+
+def test_coreml_rescaled_residual_add_is_read_in_real_units():
+    """coremltools computes a W8A8 residual add in units of one operand's scale (that operand's ``dequantize`` gets
+    scale 1, so it holds int8 values like +-28); explain reads such tensors back in real units."""
+    ct = pytest.importorskip("coremltools")
+    from coremltools.converters.mil import Builder as mb
+
+    from edgevit.parity.coreml import Emulator
+    from edgevit.parity.explain import _mil_qparams, _mil_units
+
+    s_a, s_b, s_out = 0.02, 0.0025, 0.03
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2, 8)), mb.TensorSpec(shape=(2, 8))], opset_version=ct.target.iOS17)
+    def prog(a, b):  # add(dq(a, s_a), dq(b, s_b)) as coremltools rewrites it: in units of s_b
+        qa = mb.quantize(input=a, scale=s_a, zero_point=np.int8(0), output_dtype="int8", name="qa")
+        qb = mb.quantize(input=b, scale=s_b, zero_point=np.int8(0), output_dtype="int8", name="qb")
+        da = mb.dequantize(input=qa, scale=s_a / s_b, zero_point=np.int8(0), name="da")
+        db = mb.dequantize(input=qb, scale=1.0, zero_point=np.int8(0), name="db")
+        total = mb.add(x=da, y=db, name="total")
+        q = mb.quantize(input=total, scale=s_out / s_b, zero_point=np.int8(0), output_dtype="int8", name="q")
+        return mb.dequantize(input=q, scale=s_out, zero_point=np.int8(0), name="out")
+
+    em = Emulator(prog)
+    units = _mil_units(em, _mil_qparams(em))
+    assert {k: round(v, 6) for k, v in units.items()} == {"da": s_b, "db": s_b, "total": s_b, "q": s_b}, units
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-2, 2, (2, 8)).astype(np.float32), rng.uniform(-0.3, 0.3, (2, 8)).astype(np.float32)
+    env = em.trace({"a": a, "b": b})
+    assert np.abs(env["db"]).max() > 20  # int8 values as they are, scale 1
+    np.testing.assert_allclose(env["db"] * units["db"], b, atol=s_b)  # back in real units
+    np.testing.assert_allclose(env["total"] * units["total"], a + b, atol=s_a)
+    np.testing.assert_allclose(env["out"], a + b, atol=s_a + s_out)  # the program itself was right all along
