@@ -77,3 +77,76 @@ def quickstart_run(tmp_path_factory):
     proc = edgevit_cli("run", "recipes/quickstart.yaml", "--out", str(out), timeout=2400)  # ~2.5 min alone
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+# One small digits ViT trained and exported once per session for every end-to-end parity test (device profiles, the
+# emulated ARM64 target, the mutation suite). The union of what those tests need: 2 blocks of width 64 (~1.5 M MACs,
+# so emulated ARM64 kernels take seconds), 10 epochs (>= 85% top-1, real predictions for the mutation faults), 360
+# validation images, and every artifact any of them runs. Each test copies the run (``copy_run``) keeping only the
+# artifacts it asserts on, so nothing a test writes or edits reaches another test.
+TINY_DIGITS_RECIPE = {
+    "name": "tiny-digits",
+    "seed": 0,
+    "data": {"name": "digits", "img_size": 32, "val_fraction": 0.2},
+    "model": {
+        "name": "vit_tiny_patch16",
+        "args": {"patch_size": 8, "depth": 2, "embed_dim": 64, "mlp_dim": 128, "num_heads": 2},
+    },
+    "train": {
+        "epochs": 10,
+        "batch_size": 64,
+        "lr": 2.0e-3,
+        "min_lr": 1.0e-5,
+        "warmup_epochs": 1,
+        "weight_decay": 0.05,
+        "threads": 2,
+    },
+    "quantize": {"calib_images": 128},
+    "export": {
+        "targets": [
+            {"backend": "tflite", "precision": "fp32"},
+            {"backend": "tflite", "precision": "int8"},
+            {"backend": "onnx", "precision": "fp32"},
+            {"backend": "onnx", "precision": "int8"},
+            {"backend": "coreml", "precision": "fp16"},
+        ]
+    },
+    "parity": {"threads": 2, "warmup": 2, "runs": 5},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_digits_run(tmp_path_factory):
+    """A run directory (``recipe.yaml``, ``model.safetensors``, ``artifacts/``) of :data:`TINY_DIGITS_RECIPE`:
+    trained and exported once per session. Read-only: tests that write into a run use :func:`copy_run`."""
+    from edgevit.recipe import Recipe, stage_export, stage_train
+
+    out = tmp_path_factory.mktemp("tiny-digits") / "run"
+    stage_train(Recipe.from_dict(TINY_DIGITS_RECIPE), out, progress=False)
+    stage_export(out, progress=False)
+    return out
+
+
+def copy_run(run: Path, dst: Path, artifacts: list[str] | None = None) -> Path:
+    """A copy of ``run`` at ``dst`` whose manifest lists only ``artifacts`` (file names under ``artifacts/``, in
+    the order given; None keeps all). The other artifact files are not copied."""
+    import json
+    import shutil
+
+    keep = None if artifacts is None else [f"artifacts/{a}" for a in artifacts]
+    manifest = json.loads((run / "artifacts" / "manifest.json").read_text())
+    by_path = {a["path"]: a for a in manifest["artifacts"]}
+    missing = [] if keep is None else [p for p in keep if p not in by_path]
+    assert not missing, f"{missing} not in {run}'s manifest ({', '.join(by_path)})"
+    names = None if keep is None else {Path(p).name for p in keep} | {"manifest.json"}
+
+    def ignore(folder: str, entries: list[str]) -> list[str]:
+        if names is None or Path(folder) != run / "artifacts":
+            return []
+        return [e for e in entries if e not in names]
+
+    shutil.copytree(run, dst, ignore=ignore)
+    if keep is not None:
+        manifest["artifacts"] = [by_path[p] for p in keep]
+        (dst / "artifacts" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return dst

@@ -2,8 +2,9 @@
 int8 TFLite and fp32 ONNX artifacts of a small digits ViT run by the aarch64 runtimes under QEMU over the whole
 validation split, compared with their x86 runs and with PyTorch.
 
-The model is quickstart-like but narrower (width 64, 2 blocks: ~1.5 M MACs) because emulated float kernels run
-about 100 M MAC/s; the quickstart's 31 M MACs would take ~2 min per artifact on 2 cores.
+The model (``tiny_digits_run`` in conftest.py, trained once per session) is quickstart-like but narrower (width 64,
+2 blocks: ~1.5 M MACs) because emulated float kernels run about 100 M MAC/s; the quickstart's 31 M MACs would take
+~2 min per artifact on 2 cores.
 """
 
 import json
@@ -13,23 +14,6 @@ import pytest
 from conftest import edgevit_cli
 
 pytestmark = pytest.mark.slow
-
-RECIPE = """
-name: arm64-small
-seed: 0
-data: {name: digits, img_size: 32, val_fraction: 0.2}
-model:
-  name: vit_tiny_patch16
-  args: {patch_size: 8, depth: 2, embed_dim: 64, mlp_dim: 128, num_heads: 2}
-train: {epochs: 10, batch_size: 64, lr: 2.0e-3, min_lr: 1.0e-5, warmup_epochs: 1, weight_decay: 0.05, threads: 2}
-quantize: {calib_images: 128}
-export:
-  targets:
-    - {backend: tflite, precision: fp32}
-    - {backend: tflite, precision: int8}
-    - {backend: onnx, precision: fp32}
-parity: {threads: 2, warmup: 2, runs: 5}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +29,13 @@ def arm64_ready():
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    from edgevit.recipe import Recipe, stage_export, stage_train
+def small_run(tiny_digits_run, tmp_path_factory):
+    """A copy of the session's small trained digits run (``tiny_digits_run`` in conftest.py) listing its fp32 and
+    int8 LiteRT and fp32 ONNX artifacts."""
+    from conftest import copy_run
 
-    out = tmp_path_factory.mktemp("arm64") / "run"
-    recipe_path = out.parent / "recipe.yaml"
-    recipe_path.write_text(RECIPE)
-    stage_train(Recipe.load(recipe_path), out, progress=False)
-    stage_export(out, progress=False)
-    return out
+    dst = tmp_path_factory.mktemp("arm64") / "run"
+    return copy_run(tiny_digits_run, dst, ["tflite_fp32.tflite", "tflite_int8.tflite", "onnx_fp32.onnx"])
 
 
 def test_artifacts_agree_on_emulated_arm64(arm64_ready, small_run):

@@ -1,9 +1,10 @@
 """The mutation suite: plant one fault at a time in a real exported artifact (or its manifest) of a digits ViT and
 show that the parity gate fails on real digits images and that ``explain`` names the layer the fault is in.
 
-One narrow 2-block ViT is trained once for this module (~10 s) and exported to ONNX fp32, ONNX int8 (ORT QDQ) and
-LiteRT fp32; each test copies the run, edits one artifact the way a broken exporter, converter or app would, and
-runs ``stage_parity`` (what ``edgevit parity RUN`` runs; it explains failing artifacts by default).
+One narrow 2-block ViT is trained once per session (``tiny_digits_run`` in conftest.py, shared with other test
+files) and exported to, among others, ONNX fp32, ONNX int8 (ORT QDQ) and LiteRT fp32; each test copies the run
+keeping one artifact, edits it the way a broken exporter, converter or app would, and runs ``stage_parity`` (what
+``edgevit parity RUN`` runs; it explains failing artifacts by default).
 
 Faults: RGB<->BGR swap baked into the graph, wrong mean/std in the manifest, one layer's weights scaled in the
 LiteRT flatbuffer, softmax over the wrong axis in one block's attention (ONNX attribute), one layer's int8 weight
@@ -14,7 +15,6 @@ is run on each too: it passes the wrong mean/std, which never reaches a graph, w
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -25,35 +25,11 @@ from edgevit.parity import DEFAULT_TOLERANCES, ParityConfig, check, judge, metri
 
 pytestmark = pytest.mark.slow
 
-RECIPE = {
-    "name": "mutations",
-    "seed": 0,
-    "data": {"name": "digits", "img_size": 32, "val_fraction": 0.2},
-    "model": {
-        "name": "vit_tiny_patch16",
-        "args": {"patch_size": 8, "depth": 2, "embed_dim": 64, "mlp_dim": 128, "num_heads": 2},
-    },
-    "train": {"epochs": 6, "batch_size": 64, "lr": 2.0e-3, "min_lr": 1.0e-5, "warmup_epochs": 1, "threads": 2},
-    "quantize": {"calib_images": 64},
-    "export": {
-        "targets": [
-            {"backend": "onnx", "precision": "fp32"},
-            {"backend": "onnx", "precision": "int8"},
-            {"backend": "tflite", "precision": "fp32"},
-        ]
-    },
-    "parity": {"threads": 2, "warmup": 0, "runs": 1},
-}
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from edgevit.recipe import Recipe, stage_export, stage_train
-
-    out = tmp_path_factory.mktemp("mutations") / "run"
-    stage_train(Recipe.from_dict(RECIPE), out, progress=False)
-    stage_export(out, progress=False)
-    return out
+def run(tiny_digits_run):
+    """The session's small trained digits run (``tiny_digits_run`` in conftest.py); read-only, tests edit copies."""
+    return tiny_digits_run
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +41,10 @@ def model(run):
 
 def _copy(run, tmp_path, artifact: str):
     """A copy of ``run`` whose manifest lists only ``artifact`` (its path under ``artifacts/``)."""
-    dst = tmp_path / "run"
-    shutil.copytree(run, dst)
+    from conftest import copy_run
+
+    dst = copy_run(run, tmp_path / "run", [artifact])
     manifest = json.loads((dst / "artifacts" / "manifest.json").read_text())
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] == f"artifacts/{artifact}"]
-    assert manifest["artifacts"], artifact
-    (dst / "artifacts" / "manifest.json").write_text(json.dumps(manifest))
     return dst, Artifact.from_json(manifest["artifacts"][0], root=dst)
 
 
