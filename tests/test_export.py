@@ -147,3 +147,49 @@ def test_unsupported_op_check_matches_what_each_converter_does(tiny_vit, tmp_pat
     # the float tflite converter fails too; the error names the op and the module, not a graph node
     with pytest.raises(EdgeVitError, match=r"aten.logcumsumexp in module 'blocks.0.mlp.act'"):
         export(model, x, "tflite", tmp_path / "m.tflite")
+
+
+@pytest.mark.parametrize("backend", RUNNABLE_HERE)
+def test_nhwc_export_takes_channels_last_images_and_names_a_wrong_layout(backend, tiny_vit, digits32, tmp_path):
+    """``layout="NHWC"`` bakes the NCHW <- NHWC permute into the graph: fed the same digits channels-last, the
+    artifact gives the NCHW export's logits; fed NCHW, it is a clear error naming both shapes. The permute stays
+    inside ExecuTorch's single XNNPACK partition and LiteRT folds it into its own input transpose."""
+    images = _images(digits32)
+    example = torch.from_numpy(images[:1])
+    suffix = backend_module(backend).SUFFIX
+    nchw = export(tiny_vit, example, backend, tmp_path / f"nchw{suffix}")
+    nhwc = export(tiny_vit, example, backend, tmp_path / f"nhwc{suffix}", layout="NHWC")
+    assert (nchw.layout, nchw.info["input_shape"]) == ("NCHW", [1, 3, 32, 32])
+    assert (nhwc.layout, nhwc.info["input_shape"]) == ("NHWC", [1, 32, 32, 3])
+    channels_last = nhwc.feed(images)
+    assert channels_last.shape == (16, 32, 32, 3) and np.array_equal(channels_last[3, 5, 7], images[3, :, 5, 7])
+    run_nchw, run_nhwc = nchw.load(threads=2), nhwc.load(threads=2)
+    want = np.concatenate([run_nchw(img[None]) for img in images])
+    got = np.concatenate([run_nhwc(img[None]) for img in channels_last])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    with torch.no_grad():
+        ref = tiny_vit(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    with pytest.raises(EdgeVitError, match=r"takes NHWC input of shape \[1, 32, 32, 3\]; got shape \[1, 3, 32, 32\]"):
+        run_nhwc(images[:1])  # NCHW into the NHWC artifact
+    with pytest.raises(EdgeVitError, match=r"takes NCHW input of shape \[1, 3, 32, 32\]; got shape \[1, 32, 32, 3\]"):
+        run_nchw(channels_last[:1])
+    # the manifest record carries the layout, so a runner built from it feeds the right one
+    again = Artifact.from_json(nhwc.to_json(root=tmp_path), root=tmp_path)
+    assert again.layout == "NHWC" and again.feed(images).shape == (16, 32, 32, 3)
+    if backend == "executorch":
+        assert nhwc.info["partitions"] == 1 and nhwc.info["ops_outside_delegate"] == {}
+        assert nhwc.info["delegated_nodes"] == nchw.info["delegated_nodes"] + 1  # the permute, delegated
+    if backend == "tflite":
+        from edgevit.export.tflite import interpreter_class
+
+        def transposes(art):
+            interp = interpreter_class()(model_path=str(art.path))
+            return [op["op_name"] for op in interp._get_ops_details()].count("TRANSPOSE")
+
+        assert transposes(nhwc) == transposes(nchw) - 1  # the converter's NCHW -> NHWC input transpose is gone
+
+
+def test_bad_layout_is_a_clear_error(tiny_vit, tmp_path):
+    with pytest.raises(EdgeVitError, match=r"unknown input layout 'nhwc'; choose one of NCHW, NHWC"):
+        export(tiny_vit, torch.zeros(1, 3, 32, 32), "onnx", tmp_path / "m.onnx", layout="nhwc")

@@ -23,7 +23,7 @@ from edgevit.export.artifact import NotRunnable, Runner
 from edgevit.quantize import PTQConfig
 
 SUFFIX = ".mlpackage"
-PRECISIONS = ("fp16", "int8", "w8", "w4", "w4-lut", "sparse")
+PRECISIONS = ("fp16", "fp32", "int8", "w8", "w4", "w4-lut", "sparse")  # fp32: float32 compute (no fp16 casts)
 
 
 def quantizer(precision: str):
@@ -55,13 +55,15 @@ def export(
     calib: torch.Tensor | None = None,
     ptq: PTQConfig | None = None,
 ) -> dict[str, Any]:
-    """Convert ``torch.export``'s program to an ML Program with fp16 compute; float32 ``image``/``logits`` I/O.
+    """Convert ``torch.export``'s program to an ML Program with fp16 compute (``fp32``: float32 compute, i.e.
+    ``compute_precision=FLOAT32``, no fp16 casts); float32 ``image``/``logits`` I/O.
 
     ``int8`` calibrates a PT2E graph first; ``w8``/``w4``/``w4-lut`` compress the converted program's weights.
     """
     _quiet_coremltools()
     ct = require("coremltools", "coreml")
-    info: dict[str, Any] = {"compute_precision": "fp16"}
+    fp32 = precision == "fp32"
+    info: dict[str, Any] = {"compute_precision": "fp32" if fp32 else "fp16"}
     if precision == "int8":
         from edgevit.quantize import calibrate_pt2e, capture
 
@@ -75,7 +77,7 @@ def export(
     mlmodel = ct.convert(
         ep.run_decompositions({}),
         convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT16,
+        compute_precision=ct.precision.FLOAT32 if fp32 else ct.precision.FLOAT16,
         minimum_deployment_target=target,
         inputs=[ct.TensorType(name="image", shape=tuple(example.shape), dtype=np.float32)],
         outputs=[ct.TensorType(name="logits", dtype=np.float32)],
@@ -155,13 +157,18 @@ def op_counts(mlmodel) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def load(path: Path, threads: int) -> Runner:
-    """``MLModel.predict`` on macOS (``threads`` is not controllable in Core ML); NotRunnable elsewhere."""
+def load(path: Path, threads: int, compute_units: str | None = None) -> Runner:
+    """``MLModel.predict`` on macOS (``threads`` is not controllable in Core ML); NotRunnable elsewhere.
+
+    ``compute_units``: a ``coremltools.ComputeUnit`` name (``ALL``, ``CPU_AND_GPU``, ``CPU_AND_NE``, ``CPU_ONLY``)
+    for ``MLModel(..., compute_units=...)``; None: Core ML's default (``ALL``).
+    """
     if platform.system() != "Darwin":
         raise NotRunnable(f"Core ML runtime needs macOS (this host is {platform.system()})")
     _quiet_coremltools()
     ct = require("coremltools", "coreml")
-    mlmodel = ct.models.MLModel(str(path))
+    units = {} if compute_units is None else {"compute_units": ct.ComputeUnit[compute_units]}
+    mlmodel = ct.models.MLModel(str(path), **units)
 
     def run(x: np.ndarray) -> np.ndarray:
         return np.asarray(mlmodel.predict({"image": x.astype(np.float32)})["logits"], dtype=np.float32)
