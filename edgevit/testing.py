@@ -1,7 +1,8 @@
 """Parity gates for your own test suite: ``assert_parity`` and a pytest plugin.
 
 ``assert_parity(model, artifact, dataset, tolerance=...)`` runs the PyTorch model and an exported artifact over
-the same images at batch 1 (the artifact in its own runtime, Core ML off macOS in edgevit's emulator), computes
+the same images at batch 1 (the artifact in its own runtime, Core ML off macOS in edgevit's emulator; an NHWC
+export is fed the images channels-last, as its manifest entry says), computes
 :func:`edgevit.parity.metrics` and judges them with :func:`edgevit.parity.judge`, exactly as ``edgevit parity``
 does, and raises ``AssertionError`` with a readable diff when the artifact misses its tolerance::
 
@@ -156,39 +157,9 @@ def _as_tolerance(tolerance: Any, precision: str):
     raise TypeError(f"tolerance must be a Tolerance, a precision name or a dict, got {type(tolerance).__name__}")
 
 
-def _artifact_runner(art, threads: int):
-    """``(runner, execution)``: the artifact in its runtime, or (Core ML off macOS) in edgevit's emulator."""
-    import importlib
-
-    from edgevit.export.artifact import NotRunnable
-    from edgevit.parity import EMULATORS
-
-    try:
-        return art.load(threads), "native"
-    except NotRunnable as e:
-        if art.backend not in EMULATORS:
-            raise AssertionError(f"{art.backend} {art.precision} artifact {art.path} cannot run here: {e}") from e
-        runner = importlib.import_module(EMULATORS[art.backend]).runner(art.path)
-        return runner, runner.execution
-
-
-def _margins(m: dict[str, float], ref_top1: float, tol) -> dict[str, str]:
-    """How far each judged metric is past its bound, keyed by the start of :func:`judge`'s message."""
-    drop = ref_top1 - m["top1"]
-    out = {
-        "agreement": f"short by {tol.min_agreement - m['agreement']:.4f}",
-        "top-1 drop": f"over by {drop - tol.max_top1_drop:.2f} points",
-        "cosine": f"short by {tol.min_cosine - m['cosine']:.2e}",
-    }
-    if getattr(tol, "min_psnr_db", None) is not None and m.get("psnr_db") is not None:
-        out["PSNR"] = f"short by {tol.min_psnr_db - m['psnr_db']:.1f} dB"
-    if getattr(tol, "max_kl_div", None) is not None and m.get("kl_div") is not None:
-        out["KL divergence"] = f"over by {m['kl_div'] - tol.max_kl_div:.2e}"
-    return out
-
-
 def _diff(art, execution, tol, tol_name, m, failures, ref_top1, ref_logits, logits, labels) -> str:
-    """The failure message: each violated bound, the disagreeing images and where the largest error is."""
+    """The failure message: each violated bound (``failures``: :class:`edgevit.parity.Violation` s), the
+    disagreeing images and where the largest error is."""
     import numpy as np
 
     n = len(logits)
@@ -199,10 +170,7 @@ def _diff(art, execution, tol, tol_name, m, failures, ref_top1, ref_logits, logi
         f"parity failed: {art.backend} {art.precision} artifact {art.path} ({execution}) vs the PyTorch model "
         f"on {n} images; tolerance ({tol_name}): {bounds}"
     ]
-    margins = _margins(m, ref_top1, tol)
-    for f in failures:
-        extra = next((v for k, v in margins.items() if f.startswith(k)), None)
-        lines.append(f"  - {f}" + (f" ({extra})" if extra else ""))
+    lines += [f"  - {v} ({v.margin})" for v in failures]  # each violated bound, and by how much
     if len(bad):
         shown = []
         for i in bad[:_SHOW_IMAGES]:
@@ -265,12 +233,16 @@ def assert_parity(
     import numpy as np
     import torch
 
-    from edgevit.parity import judge, metrics, run_all
+    from edgevit.export.artifact import NotRunnable
+    from edgevit.parity import artifact_runner, judge, metrics, run_all
 
     art = _as_artifact(artifact, precision)
     images, labels = _as_arrays(dataset, max_images)
     tol, tol_name = _as_tolerance(tolerance, art.precision)
-    runner, execution = _artifact_runner(art, threads)
+    try:
+        runner, execution = artifact_runner(art, threads)
+    except NotRunnable as e:
+        raise AssertionError(f"{art.backend} {art.precision} artifact {art.path} cannot run here: {e}") from e
 
     was_training = model.training
     model.eval()
@@ -283,7 +255,7 @@ def assert_parity(
         ref_logits = run_all(reference, images, "pytorch (reference)", progress=False)
     finally:
         model.train(was_training)
-    logits = run_all(runner, images, f"{art.backend} {art.precision}", progress=False)
+    logits = run_all(runner, art.feed(images), f"{art.backend} {art.precision}", progress=False)  # its layout
     if logits.shape != ref_logits.shape:
         raise AssertionError(
             f"{art.backend} {art.precision} artifact {art.path} returns logits of shape {list(logits.shape[1:])} "

@@ -1,5 +1,6 @@
 """Device profiles (``edgevit/parity/profiles/*.yaml``): loading and validation, the 8-bit input path on real digits
-images, and ``edgevit parity RUN --device NAME`` for every bundled profile on a small digits run.
+images, and ``edgevit parity RUN --device NAME`` for every bundled profile on a small trained digits run (trained
+once per session for several test files: ``tiny_digits_run`` in conftest.py).
 
 The ARM64-emulated raspberry-pi run (QEMU) is in ``tests/test_android_arm64.py``, beside the target it runs on.
 """
@@ -7,6 +8,7 @@ The ARM64-emulated raspberry-pi run (QEMU) is in ``tests/test_android_arm64.py``
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,7 +94,11 @@ def test_8_bit_input_rounds_real_digits_to_pixel_levels(digits32):
     assert 0 < np.abs(out - images).max() <= 0.5 / 255 / std.min() + 1e-6  # rounding, nothing more
     assert out.dtype == np.float32 and out.shape == images.shape
     part = {p["what"]: p for p in dev.parts()}["input"]
-    assert part["how"] == "real" and "8-bit pixels" in part["note"] and "no artifact here takes" in part["note"]
+    assert (
+        part["how"] == "real"
+        and "8-bit pixels" in part["note"]
+        and "prefers NHWC: export with layout NHWC" in part["note"]
+    )
     untouched = ProfileDevice(DeviceProfile(name="f", description="f", backends=["onnx"], precisions=["fp32"]))
     assert untouched.prepare(images, (mean, std)) is images  # float32 input: unchanged
     blind = get_device("android-midrange")
@@ -120,48 +126,14 @@ def test_ships_the_first_passing_artifact_by_backend_then_precision():
     assert dev.ships([rows[2]]) is None
 
 
-RECIPE = """
-name: profiles-small
-seed: 0
-data: {name: digits, img_size: 32, val_fraction: 0.05}
-model:
-  name: vit_tiny_patch16
-  args: {patch_size: 8, depth: 1, embed_dim: 64, mlp_dim: 128, num_heads: 2}
-export:
-  targets:
-    - {backend: tflite, precision: fp32}
-    - {backend: onnx, precision: fp32}
-    - {backend: coreml, precision: fp16}
-parity: {threads: 2, warmup: 2, runs: 5}
-"""
-
-
 @pytest.fixture(scope="module")
-def profile_run(tmp_path_factory):
-    """A run directory with a small digits ViT exported to LiteRT fp32, ONNX fp32 and Core ML fp16.
+def profile_run(tiny_digits_run, tmp_path_factory):
+    """A copy of the session's small trained digits run (``tiny_digits_run`` in conftest.py) listing its LiteRT
+    fp32, ONNX fp32 and Core ML fp16 artifacts (its int8 ones would change which artifact a profile ships)."""
+    from conftest import copy_run
 
-    The weights are random (every norm and the head drawn by ``randomize_``, so logits are well separated), not
-    trained: parity compares each artifact with the PyTorch model it came from, and training would triple the time.
-    """
-    import torch
-    from conftest import randomize_
-
-    from edgevit.models import save_model
-    from edgevit.recipe import Recipe, build_model_and_data, stage_export
-
-    run = tmp_path_factory.mktemp("profiles") / "run"
-    run.mkdir()
-    (run / "recipe.yaml").write_text(RECIPE)
-    recipe = Recipe.load(run / "recipe.yaml")
-    recipe.save(run / "recipe.yaml")
-    model, data, args = build_model_and_data(recipe)
-    torch.manual_seed(0)
-    randomize_(model.eval())
-    cfg = model.default_cfg
-    save_model(model, recipe.model.name, args, run / "model.safetensors", classes=data.classes,
-               mean=list(cfg["mean"]), std=list(cfg["std"]), val_top1=None)  # fmt: skip
-    stage_export(run, progress=False)
-    return run
+    dst = tmp_path_factory.mktemp("profiles") / "run"
+    return copy_run(tiny_digits_run, dst, ["tflite_fp32.tflite", "onnx_fp32.onnx", "coreml_fp16.mlpackage"])
 
 
 def _rows(doc):
@@ -234,3 +206,45 @@ def test_parity_device_iphone_and_raspberry_pi(profile_run, tmp_path):
     assert rows["coreml", "fp16"]["runnable"] is False
     cpu = {p["what"]: p for p in doc["device"]["parts"]}["CPU and kernels"]
     assert cpu["how"] == "emulated" and "android-arm64 is not set up" in cpu["note"]
+
+
+@pytest.mark.slow
+def test_parity_device_feeds_an_nhwc_export_channels_last(tiny_digits_run, tmp_path):
+    """android-midrange prefers NHWC: an artifact exported with ``layout="NHWC"`` (its manifest entry says so) is fed
+    the digits channels-last by ``edgevit parity --device``, gives the NCHW export's logits, and the report says
+    which layout each artifact was fed."""
+    from conftest import copy_run
+
+    from edgevit.export import Artifact, export
+    from edgevit.recipe import _trained, stage_parity
+
+    run = copy_run(tiny_digits_run, tmp_path / "run", ["tflite_fp32.tflite"])
+    _, model, data, _ = _trained(run)
+    example = data.val[0][0][None].clone()
+    nhwc = export(model, example, "tflite", run / "artifacts" / "tflite_fp32_nhwc.tflite", layout="NHWC")
+    manifest = json.loads((run / "artifacts" / "manifest.json").read_text())
+    manifest["artifacts"].append(nhwc.to_json(root=run))
+    (run / "artifacts" / "manifest.json").write_text(json.dumps(manifest))
+
+    report, md = stage_parity(run, progress=False, device="android-midrange")
+    doc = report.to_json()
+    rows = {Path(a["path"]).name: a for a in doc["artifacts"]}
+    assert doc["passed"] and rows["tflite_fp32_nhwc.tflite"]["passed"] and rows["tflite_fp32.tflite"]["passed"]
+    assert (
+        rows["tflite_fp32_nhwc.tflite"]["input_layout"] == "NHWC"
+        and rows["tflite_fp32.tflite"]["input_layout"] == "NCHW"
+    )
+    for key in ("agreement", "max_abs_err", "cosine"):  # the same logits, fed the same 8-bit images either way
+        assert rows["tflite_fp32_nhwc.tflite"][key] == pytest.approx(rows["tflite_fp32.tflite"][key], abs=1e-5), key
+    note = {p["what"]: p for p in doc["device"]["parts"]}["input"]["note"]
+    assert "NCHW for tflite fp32; NHWC for tflite fp32" in note and "prefers NHWC: export with layout NHWC" in note
+    assert "NHWC for tflite fp32" in md.read_text()
+
+    images = np.stack([data.val[i][0].numpy() for i in range(len(data.val))])
+    nchw = Artifact.from_json(manifest["artifacts"][0], root=run)
+    run_nchw, run_nhwc = nchw.load(2), nhwc.load(2)
+    want = np.concatenate([run_nchw(x[None]) for x in images])
+    got = np.concatenate([run_nhwc(x[None]) for x in nhwc.feed(images)])  # [N, H, W, C] digits
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # the NCHW export's logits
+    with pytest.raises(EdgeVitError, match=r"takes NHWC input of shape \[1, 32, 32, 3\]; got shape \[1, 3, 32, 32\]"):
+        run_nhwc(images[:1])

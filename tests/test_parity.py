@@ -57,7 +57,7 @@ def test_psnr_and_kl_on_known_numbers():
 def test_psnr_and_kl_tolerances_are_judged_and_partial_overrides_keep_the_defaults():
     tol = Tolerance(min_agreement=0.9, max_top1_drop=1.0, min_psnr_db=30.0, max_kl_div=1e-3)
     m = {"agreement": 1.0, "top1": 98.0, "cosine": 1.0, "psnr_db": 25.0, "kl_div": 2e-3}
-    assert judge(m, 98.0, tol) == ["PSNR 25.0 dB < 30.0", "KL divergence 2.00e-03 > 0.001"]
+    assert [str(v) for v in judge(m, 98.0, tol)] == ["PSNR 25.0 dB < 30.0", "KL divergence 2.00e-03 > 0.001"]
     assert judge(m | {"psnr_db": None, "kl_div": 0.0}, 98.0, tol) == []  # identical logits pass
     cfg = ParityConfig(tolerances={"int8": {"min_agreement": 0.9}})
     assert cfg.tolerance("int8").min_agreement == 0.9
@@ -125,7 +125,17 @@ def test_judge_names_each_violation():
     assert judge(ok, 98.0, tol) == []
     bad = {"agreement": 0.9, "top1": 95.0, "cosine": 0.99}
     fails = judge(bad, 98.0, tol)
-    assert len(fails) == 3 and "agreement 0.9000 < 0.99" in fails[0] and "top-1 drop 3.00" in fails[1]
+    assert [(v.metric, v.value, v.bound) for v in fails] == [
+        ("agreement", 0.9, 0.99),
+        ("top1_drop", 3.0, 1.0),
+        ("cosine", 0.99, 0.999),
+    ]  # structured: the report and edgevit.testing read the same violations
+    assert [str(v) for v in fails] == [
+        "agreement 0.9000 < 0.99",
+        "top-1 drop 3.00 points > 1.0",
+        "cosine 0.990000 < 0.999",
+    ]
+    assert [v.margin for v in fails] == ["short by 0.0900", "over by 2.00 points", "short by 9.00e-03"]
 
 
 def test_check_flags_a_faulty_artifact_and_emulates_core_ml_off_macos(digits32, tiny_vit, tmp_path):
@@ -197,3 +207,59 @@ def test_pareto_front_keeps_only_non_dominated_variants():
         {"name": "coreml", "top1": None, "latency_ms": None, "size_bytes": 50},  # not runnable here
     ]
     assert [r["name"] for r in pareto(rows)] == ["int8", "fp32"]
+
+
+def test_core_ml_compute_units_set_the_emulated_precision(digits32, tiny_vit, tmp_path):
+    """One fp32 .mlpackage: under CPU_ONLY it is emulated in fp32 (error vs PyTorch at float32 level); under ALL
+    (the GPU and Neural Engine allowed, which compute in fp16) in fp16, exactly as the fp16 conversion of the same
+    model; ``execution`` says which. A device profile's compute units reach the emulator through ``check``."""
+    import torch
+    from conftest import randomize_
+
+    from edgevit.export import export
+    from edgevit.parity import ParityConfig, check, emulated_runner
+    from edgevit.parity.devices import DeviceProfile, ProfileDevice
+
+    randomize_(tiny_vit)
+    images = np.stack([digits32.val[i][0].numpy() for i in range(24)])
+    labels = np.array([int(digits32.val[i][1]) for i in range(24)])
+    example = torch.from_numpy(images[:1])
+    fp32 = export(tiny_vit, example, "coreml", tmp_path / "m32.mlpackage", precision="fp32")
+    fp16 = export(tiny_vit, example, "coreml", tmp_path / "m16.mlpackage", precision="fp16")
+    assert fp32.info["compute_precision"] == "fp32" and fp16.info["compute_precision"] == "fp16"
+    with torch.no_grad():
+        ref = tiny_vit(torch.from_numpy(images)).numpy()
+    scale = float(np.abs(ref).max())
+
+    def logits(art, units):
+        run = emulated_runner(art, units)
+        return np.concatenate([run(img[None]) for img in images]), run.execution
+
+    cpu, cpu_how = logits(fp32, "CPU_ONLY")
+    allu, all_how = logits(fp32, "ALL")
+    half, _ = logits(fp16, None)
+    cpu_err, all_err = np.abs(cpu - ref).max() / scale, np.abs(allu - ref).max() / scale
+    print(f"fp32 package vs PyTorch, relative max abs err: CPU_ONLY {cpu_err:.2e}, ALL {all_err:.2e}")
+    assert cpu_err < 1e-5  # float32 level
+    assert 1e-4 < all_err < 3e-2  # float16 level (fp16 has an 11-bit significand: ~5e-4 per op)
+    np.testing.assert_array_equal(allu, half)  # the same program an fp16 conversion gives
+    assert cpu_how == "emulated (NumPy MIL interpreter, fp32; compute units CPU_ONLY)"
+    assert "fp32 program run in fp16, as compute units ALL let the GPU/Neural Engine run it" in all_how
+    assert "per-op fp16 rounding" in logits(fp16, "CPU_ONLY")[1]  # an fp16 program is fp16 on any units
+
+    def profile(units):
+        p = DeviceProfile(name="mac", description="d", backends=["coreml"], precisions=["fp32"], compute_units=units)
+        return ProfileDevice(p)
+
+    cfg = ParityConfig(warmup=0, runs=1)
+    ref_fn = lambda x: tiny_vit(torch.from_numpy(x)).detach().numpy()  # noqa: E731
+    for units in ("CPU_ONLY", "CPU_AND_NE"):
+        doc = check([fp32], images, labels, ref_fn, cfg, progress=False, device=profile(units)).to_json()
+        (row,) = doc["artifacts"]
+        err = row["max_abs_err"] / scale  # float32 level on the CPU, float16 level with the Neural Engine allowed
+        assert (err < 1e-5) if units == "CPU_ONLY" else (err == pytest.approx(all_err, rel=0.05)), (units, err)
+        note = {p["what"]: p for p in doc["device"]["parts"]}["coreml runtime"]["note"]
+        if units == "CPU_AND_NE":
+            assert "fp16" in row["execution"] and "fp32 programs are emulated in fp16" in note
+        else:
+            assert "fp16" not in row["execution"] and "each program in its own precision" in note

@@ -16,6 +16,7 @@ writes ``parity.json`` (schema below) and ``report.md``.
         "backend": str, "precision": str, "quantizer": str | null, "path": str, "size_bytes": int,
         "runnable": bool, "reason": str | null,            # why it could not run here
         "execution": str | null,    # "native", or how it was emulated, e.g. Core ML off macOS (no latency then)
+        "input_layout": "NCHW" | "NHWC",   # the layout the artifact was exported with, and was fed (manifest info)
         "top1": float, "top5": float,                      # percent of images whose label is the top-1 / in the top 5
         "agreement": float,         # fraction of images whose argmax equals the reference's
         "max_abs_err": float, "mean_abs_err": float,       # over all logits, vs reference
@@ -68,7 +69,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgevit._utils import EdgeVitError, path_size, progress_bar, write_json_atomic, write_text_atomic
-from edgevit.export.artifact import Artifact, NotRunnable, RunFailed
+from edgevit.export.artifact import Artifact, NotRunnable, RunFailed, Runner
 
 SCHEMA_VERSION = 2
 EMULATORS = {"coreml": "edgevit.parity.coreml"}  # backend -> module whose runner(path) emulates it off-platform
@@ -321,22 +322,56 @@ def _proc_status_kb(key: str) -> int | None:
     return None
 
 
-def judge(m: dict[str, float], reference_top1: float, tol: Tolerance) -> list[str]:
-    """The tolerance violations of metrics ``m`` (empty when it passes)."""
-    failures = []
+@dataclass(frozen=True)
+class Violation:
+    """One tolerance bound a metric missed: ``metric`` (``agreement``, ``top1_drop``, ``cosine``, ``psnr_db`` or
+    ``kl_div``), its ``value`` and the ``bound``. ``str()`` is the message in ``parity.json``'s ``failures``;
+    :attr:`margin` says by how much it missed."""
+
+    metric: str
+    value: float
+    bound: float
+
+    # metric -> (message label, value format, "<" for a lower bound / ">" for an upper bound, unit)
+    _FORMS = {
+        "agreement": ("agreement", ".4f", "<", ""),
+        "top1_drop": ("top-1 drop", ".2f", ">", " points"),
+        "cosine": ("cosine", ".6f", "<", ""),
+        "psnr_db": ("PSNR", ".1f", "<", " dB"),
+        "kl_div": ("KL divergence", ".2e", ">", ""),
+    }
+
+    def __str__(self) -> str:
+        label, spec, op, unit = self._FORMS[self.metric]
+        return f"{label} {self.value:{spec}}{unit} {op} {self.bound}"
+
+    @property
+    def margin(self) -> str:
+        """``short by 0.0120`` / ``over by 2.00 points``: how far past its bound the value is."""
+        _, spec, op, unit = self._FORMS[self.metric]
+        spec = {"cosine": ".2e"}.get(self.metric, spec)
+        if op == "<":
+            return f"short by {self.bound - self.value:{spec}}{unit}"
+        return f"over by {self.value - self.bound:{spec}}{unit}"
+
+
+def judge(m: dict[str, float], reference_top1: float, tol: Tolerance) -> list[Violation]:
+    """The tolerance violations of metrics ``m`` (empty when it passes), as :class:`Violation` s (``str()`` of each
+    is the report's failure message)."""
+    out = []
     if m["agreement"] < tol.min_agreement:
-        failures.append(f"agreement {m['agreement']:.4f} < {tol.min_agreement}")
+        out.append(Violation("agreement", m["agreement"], tol.min_agreement))
     drop = reference_top1 - m["top1"]
     if drop > tol.max_top1_drop:
-        failures.append(f"top-1 drop {drop:.2f} points > {tol.max_top1_drop}")
+        out.append(Violation("top1_drop", drop, tol.max_top1_drop))
     if m["cosine"] < tol.min_cosine:
-        failures.append(f"cosine {m['cosine']:.6f} < {tol.min_cosine}")
+        out.append(Violation("cosine", m["cosine"], tol.min_cosine))
     psnr = m.get("psnr_db")  # None: identical logits (infinite PSNR)
     if tol.min_psnr_db is not None and psnr is not None and psnr < tol.min_psnr_db:
-        failures.append(f"PSNR {psnr:.1f} dB < {tol.min_psnr_db}")
+        out.append(Violation("psnr_db", psnr, tol.min_psnr_db))
     if tol.max_kl_div is not None and m.get("kl_div") is not None and m["kl_div"] > tol.max_kl_div:
-        failures.append(f"KL divergence {m['kl_div']:.2e} > {tol.max_kl_div}")
-    return failures
+        out.append(Violation("kl_div", m["kl_div"], tol.max_kl_div))
+    return out
 
 
 def judge_vs_host(m: dict[str, float], tol: DeviceTolerance) -> list[str]:
@@ -347,6 +382,76 @@ def judge_vs_host(m: dict[str, float], tol: DeviceTolerance) -> list[str]:
     if tol.max_abs_err is not None and m["max_abs_err"] > tol.max_abs_err:
         failures.append(f"max abs diff from host run {m['max_abs_err']:.2e} > {tol.max_abs_err:.0e}")
     return failures
+
+
+# Core ML compute units that let the GPU or the Neural Engine run part of a model. coremltools' "Typed Execution"
+# guide (apple.github.io/coremltools/docs-guides/source/typed-execution.html): "The GPU and ANE use float 16 precision,
+# and the CPU uses float 32", and "The CPU guarantees float 32 precision, so you can use the .cpuOnly property ... to
+# enforce the higher precision". So an fp32 program is guaranteed fp32 only under CPU_ONLY; with the GPU or Neural
+# Engine allowed, parts of it may compute in float16 (the guide's typed-execution example says an fp32 ML Program
+# "will execute on a combination of the GPU and CPU", and the GPU may accumulate in float16 when the app sets
+# MLModelConfiguration.allowLowPrecisionAccumulationOnGPU). The emulator checks the worst case there: fp16 throughout.
+FP16_COMPUTE_UNITS = ("ALL", "CPU_AND_GPU", "CPU_AND_NE")
+
+
+def emulated_runner(art: Artifact, compute_units: str | None = None) -> Runner:
+    """A runner for ``art`` in edgevit's emulator of its runtime (Core ML off macOS): the artifact's input layout
+    and shape checked (:meth:`Artifact.checked`), with ``execution`` saying how it ran.
+
+    ``compute_units`` (Core ML's, as a device profile gives them): an fp32 program under ``ALL``, ``CPU_AND_GPU`` or
+    ``CPU_AND_NE`` is run in float16 (the GPU/Neural Engine's precision, see :data:`FP16_COMPUTE_UNITS`): the
+    coremltools ``add_fp16_cast`` pass rewrites the loaded program exactly as an fp16 conversion would. None or
+    ``CPU_ONLY``: the program's own precision. An fp16 program is fp16 under any units.
+
+    Raises:
+        NotRunnable: no emulator for this backend.
+        EdgeVitError: the emulator cannot run the artifact (e.g. an op it lacks).
+    """
+    if art.backend not in EMULATORS:
+        raise NotRunnable(f"{art.backend} artifacts cannot run here and edgevit has no emulator for them")
+    if art.backend != "coreml":
+        return art.checked(importlib.import_module(EMULATORS[art.backend]).runner(art.path))
+    from edgevit.parity import coreml as cm
+
+    em = cm.Emulator(art.path)
+    execution = cm.EXECUTION if em.fp16 else cm.EXECUTION.replace("per-op fp16 rounding", "fp32")
+    if not em.fp16 and compute_units in FP16_COMPUTE_UNITS:
+        from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+
+        program = cm.load_program(art.path)
+        PASS_REGISTRY["common::add_fp16_cast"](program)  # what compute_precision=FLOAT16 does at conversion
+        PASS_REGISTRY["common::const_elimination"](program)  # fp16 weights cast once, not per image
+        em = cm.Emulator(program)
+        execution = cm.EXECUTION.replace(
+            ")", f": fp32 program run in fp16, as compute units {compute_units} let the GPU/Neural Engine run it)"
+        )
+    elif compute_units:
+        execution = execution.replace(")", f"; compute units {compute_units})")
+    (name,), out = list(em.inputs), em.outputs[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(em({name: x})[out], dtype=np.float32)
+
+    run.execution = execution
+    return art.checked(run)
+
+
+def artifact_runner(art: Artifact, threads: int = 1, compute_units: str | None = None) -> tuple[Runner, str]:
+    """``(runner, execution)``: ``art`` in its runtime on this host (``"native"``), or where that runtime cannot run
+    here (Core ML off macOS) in edgevit's emulator (:func:`emulated_runner`). The runner takes one image in the
+    artifact's layout (:meth:`Artifact.feed`).
+
+    Raises:
+        NotRunnable: neither the runtime nor an emulator can run it here.
+        EdgeVitError: the artifact is missing, or the emulator cannot run it.
+    """
+    try:
+        return art.load(threads, compute_units), "native"
+    except NotRunnable:
+        if art.backend not in EMULATORS:
+            raise
+        runner = emulated_runner(art, compute_units)
+        return runner, runner.execution
 
 
 def check(
@@ -363,7 +468,8 @@ def check(
 
     Args:
         artifacts: what to check.
-        images: ``[N, C, H, W]`` float32 validation images, preprocessed as in training.
+        images: ``[N, C, H, W]`` float32 validation images, preprocessed as in training; each artifact is fed them
+            in its own input layout (``Artifact.feed``: ``[N, H, W, C]`` for an NHWC export).
         labels: ``[N]`` class indices.
         reference: the fp32 PyTorch model as a runner (``[1, C, H, W] -> [1, K]``).
         config: threads, latency runs and tolerances.
@@ -407,8 +513,10 @@ def check(
         device=device.to_json(),
     )
     ref_top1 = report.reference["top1"]
+    units = getattr(device, "compute_units", None)  # Core ML's, from a device profile
     for art in artifacts:
         tol = config.tolerance(art.precision)
+        art_images = art.feed(images)  # [N, C, H, W], or [N, H, W, C] for an NHWC export (its manifest says)
         entry: dict[str, Any] = {
             "backend": art.backend,
             "precision": art.precision,
@@ -424,11 +532,12 @@ def check(
             "passed": None,
             "failures": [],
             "tolerance": tol.model_dump(),
+            "input_layout": art.layout,
         }
         if device.emulated:
             entry["vs_host"] = None
         try:
-            logits, entry["latency_ms"], entry["peak_memory_mb"] = device.run(art, images, config, progress)
+            logits, entry["latency_ms"], entry["peak_memory_mb"] = device.run(art, art_images, config, progress)
             entry["execution"] = device.execution
         except NotRunnable as e:
             if device.emulated or art.backend not in EMULATORS or getattr(e, "final", False):
@@ -436,8 +545,8 @@ def check(
                 report.artifacts.append(entry)
                 continue
             try:  # no latency or memory: the emulator's are not the device's
-                runner = importlib.import_module(EMULATORS[art.backend]).runner(art.path)
-                logits = run_all(runner, images, f"{art.backend} {art.precision} (emulated)", progress)
+                runner = emulated_runner(art, units)
+                logits = run_all(runner, art_images, f"{art.backend} {art.precision} (emulated)", progress)
             except EdgeVitError as err:  # e.g. an op the emulator lacks: this artifact fails, the others still run
                 entry.update(passed=False, failures=[f"emulation failed: {err}"], reason=f"not runnable natively: {e}")
                 report.artifacts.append(entry)
@@ -448,12 +557,15 @@ def check(
             report.artifacts.append(entry)
             continue
         entry.update(metrics(logits, ref_logits, labels))
-        entry["failures"] = judge(entry, ref_top1, tol)
+        entry["failures"] = [str(v) for v in judge(entry, ref_top1, tol)]
         if device.emulated:
-            entry["vs_host"] = _vs_host(art, logits, images, labels, config, progress)
+            entry["vs_host"] = _vs_host(art, logits, art_images, labels, config, progress)
             entry["failures"] += entry["vs_host"]["failures"]
         entry["passed"] = not entry["failures"]
         report.artifacts.append(entry)
+    if hasattr(device, "note_layouts"):  # the device's parts say which layout each artifact was fed
+        device.note_layouts(report.artifacts)
+        report.device["parts"] = device.to_json()["parts"]
     _note_emulated_runtimes(report)
     if hasattr(device, "ships"):
         report.device["ships"] = device.ships(report.artifacts)
@@ -715,8 +827,12 @@ __all__ = [
     "ParityReport",
     "Tolerance",
     "PeakRSS",
+    "Violation",
+    "artifact_runner",
     "check",
+    "emulated_runner",
     "fmt",
+    "judge",
     "kl_div",
     "latency",
     "metrics",

@@ -8,8 +8,11 @@
 - a device profile (``android-midrange``, ``iphone``, ``raspberry-pi``: ``edgevit/parity/profiles/NAME.yaml``, or
   the path of your own YAML file): runs each artifact the way that device would, on this host or on an emulated
   target: only the backends and precisions the device uses (in order of preference; the first passing artifact
-  is the one it would ship), its thread count, and its input (8-bit pixels). Every device says in ``parts``
-  which parts of it were real and which emulated.
+  is the one it would ship), its thread count, its input (8-bit pixels) and its Core ML compute units
+  (``MLModel(compute_units=...)`` on macOS; elsewhere the emulator runs fp32 programs in fp16 where the units let
+  the GPU/Neural Engine run them). Every artifact is fed the layout it was exported with (NHWC exports channels-last,
+  from the manifest); the report says which. Every device says in ``parts`` which parts of it were real and which
+  emulated.
 
 ``get_device(name)`` returns one; :func:`edgevit.parity.check` takes it.
 """
@@ -50,9 +53,11 @@ class HostDevice:
     def ensure_ready(self) -> None:
         """Nothing to set up."""
 
-    def run(self, art: Artifact, images: np.ndarray, config, progress: bool) -> tuple[np.ndarray, dict, float | None]:
-        """``([N, K] logits, latency distribution, peak memory MiB or None)``; raises :class:`NotRunnable` when the
-        runtime cannot run here.
+    def run(
+        self, art: Artifact, images: np.ndarray, config, progress: bool, compute_units: str | None = None
+    ) -> tuple[np.ndarray, dict, float | None]:
+        """``([N, K] logits, latency distribution, peak memory MiB or None)`` of ``images`` in the artifact's layout;
+        raises :class:`NotRunnable` when the runtime cannot run here. ``compute_units``: Core ML's (``MLModel``).
 
         Peak memory (:class:`edgevit.parity.PeakRSS`) covers loading the artifact, running it on every image and
         the latency runs; the artifact is loaded once before that (and kept until the end) so the runtime library's
@@ -62,10 +67,10 @@ class HostDevice:
 
         # a first instance imports the runtime library (and raises NotRunnable) outside the measurement; it stays
         # alive meanwhile so that the measured one cannot reuse the memory it would have freed
-        first = art.load(config.threads)
+        first = art.load(config.threads, compute_units)
         gc.collect()
         with PeakRSS() as mem:
-            runner = art.load(config.threads)
+            runner = art.load(config.threads, compute_units)
             logits = run_all(runner, images, f"{art.backend} {art.precision}", progress)
             lat = latency(runner, images[0], config.warmup, config.runs, config.threads)
         del first
@@ -101,9 +106,11 @@ class EmulatedDevice:
         """Raise EdgeVitError naming the setup command when the target is not set up."""
         self.target.ensure_ready()
 
-    def run(self, art: Artifact, images: np.ndarray, config, progress: bool) -> tuple[np.ndarray, None, None]:
+    def run(
+        self, art: Artifact, images: np.ndarray, config, progress: bool, compute_units: str | None = None
+    ) -> tuple[np.ndarray, None, None]:
         """``([N, K] logits, None, None)``: no latency or memory (the emulator's are not the device's); raises
-        NotRunnable (backend not on this device) or RunFailed (crash)."""
+        NotRunnable (backend not on this device) or RunFailed (crash). No Core ML here: ``compute_units`` unused."""
         if reason := self.target.unsupported(art.backend):
             raise NotRunnable(reason)
         return self.target.run(art.backend, art.path, images, config.threads, progress), None, None
@@ -159,31 +166,21 @@ class DeviceProfile(BaseModel):
         None, description="emulated target to run on when it is set up (else this host, and the report says so)"
     )
 
-    @field_validator("backends")
+    @field_validator("backends", "precisions", "arm64_target")
     @classmethod
-    def _known_backends(cls, v: list[str]) -> list[str]:
-        for b in v:
-            if b not in BACKENDS:
-                raise ValueError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
-        return v
-
-    @field_validator("precisions")
-    @classmethod
-    def _known_precisions(cls, v: list[str]) -> list[str]:
+    def _one_of_known(cls, v: list[str] | str | None, info) -> list[str] | str | None:
+        """Each backend, precision and the emulated target must be one edgevit knows; the error lists them."""
         from edgevit.parity import DEFAULT_TOLERANCES
-
-        for p in v:
-            if p not in DEFAULT_TOLERANCES:
-                raise ValueError(f"unknown precision {p!r}; choose from {', '.join(DEFAULT_TOLERANCES)}")
-        return v
-
-    @field_validator("arm64_target")
-    @classmethod
-    def _known_target(cls, v: str | None) -> str | None:
         from edgevit.targets import list_targets
 
-        if v is not None and v not in list_targets():
-            raise ValueError(f"unknown emulated target {v!r}; choose from {', '.join(list_targets())}")
+        what, known = {
+            "backends": ("backend", list(BACKENDS)),
+            "precisions": ("precision", list(DEFAULT_TOLERANCES)),
+            "arm64_target": ("emulated target", list_targets()),
+        }[info.field_name]
+        for x in [v] if isinstance(v, str) else v or []:
+            if x not in known:
+                raise ValueError(f"unknown {what} {x!r}; choose from {', '.join(known)}")
         return v
 
 
@@ -236,6 +233,7 @@ class ProfileDevice:
         self.name = profile.name
         self.description = profile.description
         self.threads = profile.threads
+        self.compute_units = profile.compute_units  # Core ML's: MLModel on macOS, the emulator's precision elsewhere
         self.fallback: str | None = None  # why the emulated target was not used
         self.inner: HostDevice | EmulatedDevice = HOST
         if profile.arm64_target:
@@ -250,6 +248,7 @@ class ProfileDevice:
         self.emulated = self.inner.emulated
         self.execution = self.inner.execution  # "native", or the emulated target that ran it
         self._input_note = "float32 images as preprocessed in training"
+        self._layouts: dict[str, list[str]] = {}  # layout -> artifacts fed in it (after check ran them)
 
     def ensure_ready(self) -> None:
         """Nothing to set up: without its emulated target a profile runs on this host (the report says so)."""
@@ -286,7 +285,14 @@ class ProfileDevice:
             raise NotForDevice(f"{self.name} runs {', '.join(p.backends)} artifacts, not {art.backend}")
         if art.precision not in p.precisions:
             raise NotForDevice(f"{self.name} runs {', '.join(p.precisions)} precisions, not {art.precision}")
-        return self.inner.run(art, images, config, progress)
+        return self.inner.run(art, images, config, progress, compute_units=p.compute_units)
+
+    def note_layouts(self, entries: list[dict[str, Any]]) -> None:
+        """Record which input layout each artifact that ran was fed (``parts`` reports it)."""
+        self._layouts = {}
+        for e in entries:
+            if e.get("top1") is not None:
+                self._layouts.setdefault(e.get("input_layout", "NCHW"), []).append(f"{e['backend']} {e['precision']}")
 
     def ships(self, entries: list[dict[str, Any]]) -> str | None:
         """The file name of the artifact this device would ship: the first that passed, by backend preference, then
@@ -301,9 +307,11 @@ class ProfileDevice:
     def parts(self) -> list[dict[str, str]]:
         """What was real and what emulated, part by part."""
         p = self.profile
-        layout = "NCHW (as exported)"
-        if p.input.layout == "NHWC":  # every edgevit export takes [1, C, H, W]
-            layout += "; the profile prefers NHWC, which no artifact here takes"
+        # each artifact is fed the layout it was exported with (manifest info.input_layout; Artifact.feed)
+        fed = "; ".join(f"{lay} for {', '.join(arts)}" for lay, arts in self._layouts.items())
+        layout = f"as each artifact was exported ({fed or 'NCHW unless exported NHWC'})"
+        if p.input.layout == "NHWC" and set(self._layouts) != {"NHWC"}:
+            layout += "; the profile prefers NHWC: export with layout NHWC to bake the permute into the artifact"
         threads = f"{p.threads} runtime threads, as on the device" if p.threads else "the recipe's parity.threads"
         parts = [
             _part(
@@ -325,16 +333,28 @@ class ProfileDevice:
             parts.append(_part("CPU and kernels", "emulated", note + (f"; {self.fallback}" if self.fallback else "")))
             parts.append(_part("latency and memory", "emulated", "measured on this host, not on the device"))
         if "coreml" in p.backends:
-            units = f"compute units {p.compute_units} recorded" if p.compute_units else "default compute units"
+            units = p.compute_units
             if platform.system() == "Darwin":
-                parts.append(_part("coreml runtime", "real", f"MLModel.predict on this Mac ({units}, not applied)"))
+                applied = f"compute_units={units}" if units else "Core ML's default compute units (ALL)"
+                parts.append(_part("coreml runtime", "real", f"MLModel.predict on this Mac with {applied}"))
             else:
+                from edgevit.parity import FP16_COMPUTE_UNITS
+
+                if units in FP16_COMPUTE_UNITS:
+                    precision = (
+                        f"compute units {units} let the GPU/Neural Engine run the model, so fp32 programs are "
+                        "emulated in fp16 too (their precision there)"
+                    )
+                elif units:
+                    precision = f"compute units {units}: each program in its own precision (fp32 on the CPU)"
+                else:
+                    precision = "no compute units given: each program in its own precision"
                 parts.append(
                     _part(
                         "coreml runtime",
                         "emulated",
                         f"edgevit's NumPy interpreter of the ML Program (per-op fp16 rounding for fp16 programs); "
-                        f"{units}, no Neural Engine or GPU modelled; no latency or memory",
+                        f"{precision}; no Neural Engine or GPU timing, no latency or memory",
                     )
                 )
         return parts
