@@ -17,7 +17,7 @@ from conftest import randomize_
 
 from edgevit import create_model
 from edgevit.export import Artifact, backend_module
-from edgevit.parity.explain import _first_divergent, _layouts, app_inputs, explain
+from edgevit.parity.explain import _compare, _first_divergent, _layouts, _reference, app_inputs, explain
 
 LEAVES = [
     "patch_embed.proj",
@@ -68,6 +68,25 @@ def test_layouts_match_nhwc_and_split_heads():
     split = tokens.reshape(2, 1, 17, 2, 3)  # [B, N, h, d] vs [B, N, C]: same memory order
     assert any(np.array_equal(c, tokens[:, 0]) for c in _layouts(split, (17, 6)))
     assert _layouts(np.zeros((2, 5)), (3,)) == []  # sizes differ: no arrangement
+
+
+def test_reference_keeps_patches_folded_into_the_batch_per_image():
+    """MobileViT's transformer runs on ``[B*P, N, C]``: per image its hooks see a batch of P, not 1, and the
+    stacked reference must stay ``[images, P, N, C]`` to line up with an artifact's per-image tensors."""
+
+    class Folded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 8)
+
+        def forward(self, x):  # [1, 4, 2, 8] -> [4, 2, 8] (patches as batch) -> fc -> [1, 64]
+            return self.fc(x.reshape(4, 2, 8)).reshape(1, -1)
+
+    x = np.random.default_rng(0).standard_normal((3, 4, 2, 8)).astype(np.float32)
+    names, outs, ins = _reference(Folded().eval(), x)
+    assert outs["fc"].shape == (3, 4, 2, 8) and ins["fc"].shape == (3, 4, 2, 8) and outs[""].shape == (3, 64)
+    row = _compare("fc", "linear", "t", outs["fc"], [o.reshape(4, 16) for o in outs["fc"]])
+    assert row is not None and row["rel_err"] == 0.0
 
 
 def test_first_divergent_needs_the_error_carried_on():

@@ -218,8 +218,12 @@ def _reference(model, images: np.ndarray) -> tuple[list[str], dict[str, np.ndarr
     finally:
         for h in handles:
             h.remove()
-    stack = {k: np.concatenate(v) for k, v in outs.items()}
-    return order, stack, {k: np.concatenate(v) for k, v in ins.items() if len(v) == len(images)}
+
+    def per_image(v: list[np.ndarray]) -> np.ndarray:  # [n, ...]; a module that folds patches into the batch
+        return np.concatenate(v) if all(a.shape[:1] == (1,) for a in v) else np.stack(v)  # (MobileViT) keeps it
+
+    stack = {k: per_image(v) for k, v in outs.items()}
+    return order, stack, {k: per_image(v) for k, v in ins.items() if len(v) == len(images)}
 
 
 def _first_divergent(layers: list[dict], tol: float) -> dict | None:
@@ -710,7 +714,14 @@ def _tapped_program(ep, wanted: list[str], example):
     missing = want - {s.node_name for s in specs}
     if missing:
         raise EdgeVitError(f"explain executorch: cannot tap {sorted(missing)} (not call_function nodes of the export)")
-    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    try:
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    except Exception as e:  # e.g. XNNPACK rejects a tapped value that is also a delegate input (a pass-through)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise EdgeVitError(
+            f"explain executorch: lowering the model with {len(specs)} tapped module outputs failed: {first}; "
+            "`explain` needs every tapped FX node to be computed inside the XNNPACK delegate"
+        ) from e
     strip_taps_(edge)
     partitions = get_delegation_info(edge.exported_program().graph_module).num_delegated_subgraphs
     buffer = edge.to_executorch().buffer
