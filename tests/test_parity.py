@@ -263,3 +263,45 @@ def test_core_ml_compute_units_set_the_emulated_precision(digits32, tiny_vit, tm
             assert "fp16" in row["execution"] and "fp32 programs are emulated in fp16" in note
         else:
             assert "fp16" not in row["execution"] and "each program in its own precision" in note
+
+
+def test_core_ml_compute_units_reach_mlmodel_on_macos(tmp_path, monkeypatch):
+    """On macOS a profile's compute units are passed to ``MLModel(..., compute_units=ct.ComputeUnit[...])``
+    (recorded here with a stand-in MLModel, as this host has no Core ML runtime), and the report says so."""
+    import platform
+
+    import coremltools as ct
+
+    from edgevit import EdgeVitError
+    from edgevit.parity import ParityConfig, check
+    from edgevit.parity.devices import get_device
+
+    seen = []
+
+    class RecordingMLModel:
+        def __init__(self, path, **kw):
+            seen.append(kw.get("compute_units"))
+
+        def predict(self, inputs):
+            return {"logits": np.asarray(inputs["image"]).reshape(1, -1)[:, :10]}
+
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(ct.models, "MLModel", RecordingMLModel)
+    (tmp_path / "m.mlpackage").mkdir()
+    art = Artifact("coreml", "fp16", tmp_path / "m.mlpackage")
+    art.load(1)
+    art.load(1, "CPU_AND_NE")
+    assert seen == [None, ct.ComputeUnit.CPU_AND_NE]  # None: Core ML's default
+    with pytest.raises(EdgeVitError, match=r"unknown Core ML compute units 'NE'; choose one of ALL, CPU_AND_GPU"):
+        art.load(1, "NE")
+
+    images = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    ref = lambda x: x.reshape(1, -1)[:, :10]  # noqa: E731  (the stand-in's logits: identical)
+    report = check([art], images, np.zeros(4, int), ref, ParityConfig(warmup=0, runs=1), False, get_device("iphone"))
+    assert seen[-1] == ct.ComputeUnit.CPU_AND_NE and report.artifacts[0]["execution"] == "native"
+    part = {p["what"]: p for p in report.device["parts"]}["coreml runtime"]
+    assert part == {
+        "what": "coreml runtime",
+        "how": "real",
+        "note": "MLModel.predict on this Mac with compute_units=CPU_AND_NE",
+    }
