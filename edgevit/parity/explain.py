@@ -10,7 +10,8 @@ error grows along the network. The result is the ``explain`` entry of an artifac
      "layers": [{"module": "blocks.2.attn", "op": str, "rel_err": float, "max_abs_err": float,
                  "tensor": str}, ...in network order],
      "first_divergent": {that layer's dict} | null,
-     "unmapped": [module names with no artifact tensor]}
+     "unmapped": [module names with no artifact tensor],
+     "relowering": {"images", "partitions", "max_abs_diff_vs_shipped", "max_abs_shipped"}}  # ExecuTorch fp32 only
 
 A module's output is the last tensor produced inside it (by its own ops or its children's) that is used outside
 it. ``input`` is the image the artifact was fed vs the one PyTorch saw (a preprocessing fault shows there);
@@ -24,6 +25,8 @@ it. ``input`` is the image the artifact was fed vs the one PyTorch saw (a prepro
   scope (``Class_attr/Class_attr;N``); int8 tensors are dequantised with their own scale and zero point.
 - Core ML: the emulator's per-op outputs (:meth:`edgevit.parity.coreml.Emulator.trace`); MIL variable names are
   the ``torch.export`` node names (plus ``_cast_fp16``-style suffixes), whose ``nn_module_stack`` names the module.
+  W8A8 residual adds that coremltools computes in one operand's scale are read back in real units
+  (:func:`_mil_units`).
 - ExecuTorch: the shipped XNNPACK delegate is one opaque call, so the model is re-lowered as the exporter lowers it
   with the wanted FX nodes tapped as extra delegate outputs (``executorch.devtools.intermediate_output_tap``: same
   partitioning, same XNNPACK kernels); FX node names carry ``nn_module_stack``. ``output`` is the shipped ``.pte``'s
