@@ -1,8 +1,9 @@
 """Latency benchmark: each model in eager PyTorch, ExecuTorch, LiteRT and ONNX Runtime, measured in one run.
 
-Every runtime gets the same thread count and the same batch-1 input; results are reported as ratios to
-LiteRT and as achieved GFLOP/s against this machine's fp32 GEMM peak, measured in the same run (absolute
-times on a shared machine are noise; ratios measured side by side are not).
+Every runtime gets the same thread count, the same batch-1 input and the same weights; results are reported as
+ratios to LiteRT and as achieved GFLOP/s against this machine's fp32 GEMM peak, measured in the same run
+(absolute times on a shared machine are noise; ratios measured side by side are not). The runtimes of one model
+are timed in interleaved rounds (a block of calls each, in turn), so a load change on the machine hits all of them.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def bench(
     backends: tuple[str, ...] = BENCH_BACKENDS,
     precisions: tuple[str, ...] = ("fp32",),
     progress: bool = True,
+    rounds: int = 5,
 ) -> dict[str, Any]:
-    """Benchmark registry ``models`` (random weights: latency does not depend on them) on ``backends``.
+    """Benchmark registry ``models`` on ``backends``, timing each model's runtimes in ``rounds`` interleaved rounds.
+
+    Weights are random and perturbed away from the initialisation (``perturb_``): a zero-initialised residual
+    branch or an identity LayerNorm affine lets a converter fold work away that a trained model has to do
+    (LiteRT drops MobileViT's zero-gamma inverted-residual branches: 1.49 vs 0.09 ms for its first stage).
 
     Each backend runs every precision of ``precisions`` it exports (``fp32`` stands for the backend's float
     one, e.g. fp16 for Core ML); static int8 calibrates on 32 digits images at the model's resolution.
@@ -75,16 +81,16 @@ def bench(
         task = bars.add_task("bench", total=len(models) * len(jobs), info="")
         for name in models:
             torch.manual_seed(0)
-            model = create_model(name, **({"img_size": img_size} if img_size else {})).eval()
+            model = perturb_(create_model(name, **({"img_size": img_size} if img_size else {})).eval())
             prof = profile(model)
             x = torch.randn(1, *prof["input_size"])
             calib = None
             if any(p == "int8" for _, p in jobs):
                 cfg = model.default_cfg
                 calib = calibration_batch(digits(prof["input_size"][-1], mean=cfg["mean"], std=cfg["std"]).train, 32)
-            rows = []
+            rows, runners = [], []
             for backend, precision in jobs:
-                bars.update(task, info=f"{name} {backend} {precision}")
+                bars.update(task, info=f"{name} {backend} {precision} export")
                 info: dict[str, Any] = {}
                 size = None
                 if backend == "eager":
@@ -105,13 +111,71 @@ def bench(
                         rows.append(_row(name, backend, precision, None, size, prof, peak, {"not_run": str(e)}))
                         bars.update(task, advance=1)
                         continue
-                torch.set_num_threads(threads)
-                lat = latency(runner, x[0].numpy(), warmup, runs)
-                rows.append(_row(name, backend, precision, lat, size, prof, peak, info))
+                rows.append(_row(name, backend, precision, None, size, prof, peak, info))
+                runners.append((rows[-1], runner))
+            bars.update(task, info=f"{name} timing {len(runners)} runtimes in {rounds} rounds")
+            torch.set_num_threads(threads)
+            lats = interleaved_latency([r for _, r in runners], x[0].numpy(), warmup, runs, rounds)
+            for (row, _), lat in zip(runners, lats, strict=True):
+                row.update(
+                    _row(name, row["backend"], row["precision"], lat, row["size_bytes"], prof, peak, row["info"])
+                )
                 bars.update(task, advance=1)
             _ratios(rows)
             results += rows
     return {"threads": threads, "gemm_peak_gflops": peak, "results": results}
+
+
+def perturb_(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:
+    """Add ``N(0, std)`` noise to every float parameter of ``model``, in place; returns ``model``.
+
+    Random initialisations have exact zeros and ones (a zero BatchNorm gamma closing each residual branch,
+    LayerNorm weight 1 and bias 0, zero biases) that a converter may constant-fold; trained weights have none.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    return model
+
+
+def interleaved_latency(
+    runners: list, image: np.ndarray, warmup: int, runs: int, rounds: int = 5
+) -> list[dict[str, Any]]:
+    """``latency`` of each runner, measured in ``rounds`` rounds that time every runner in turn.
+
+    Each round gives each runner, after a 50 ms pause (the previous runtime's threads stop spinning), untimed
+    calls (``warmup`` in the first round, 2 later: its threadpool wakes up) and then about ``runs / rounds`` timed
+    calls, so the runtimes share the machine's load changes instead of each meeting its own (calls are not
+    interleaved one by one: each runtime's spinning threads would slow the next). Returns one ``latency`` dict per
+    runner, over all its samples.
+    """
+    rounds = max(1, min(rounds, runs))
+    per = [runs // rounds + (i < runs % rounds) for i in range(rounds)]
+    samples: list[list[float]] = [[] for _ in runners]
+    for r, n in enumerate(per):
+        for i, run in enumerate(runners):
+            time.sleep(0.05)
+            samples[i] += latency(run, image, warmup if r == 0 else min(warmup, 2), n)["samples"]
+    out = []
+    for s in samples:
+        t = np.asarray(s)
+        out.append(
+            {
+                "median": float(np.median(t)),
+                "p90": float(np.percentile(t, 90)),
+                "mean": float(t.mean()),
+                "std": float(t.std()),
+                "min": float(t.min()),
+                "max": float(t.max()),
+                "runs": runs,
+                "warmup": warmup,
+                "rounds": rounds,
+                "samples": [round(float(v), 6) for v in t],
+            }
+        )
+    return out
 
 
 def _resolve(backend: str, precision: str, default: dict[str, str]) -> str | None:
