@@ -635,7 +635,6 @@ def _pte_graph(path: Path, model, example, precision: str = "fp32") -> _Graph:
             note,
         )
 
-    require("executorch", "executorch")
     ep = torch.export.export(model, (example,)).run_decompositions(et._XNNPACK_FRIENDLY_DECOMPOSITIONS)
     nodes, fx_out = [], None
     for node in ep.graph.nodes:
