@@ -732,8 +732,10 @@ def _tapped_program(ep, wanted: list[str], example):
     index = {s.node_name: s.output_index for s in specs}
     names = sorted(want)
 
+    call = method._method.call  # no torch clone of the outputs (see edgevit.export.executorch.load)
+
     def run(x: np.ndarray, _keep=program) -> list[np.ndarray]:
-        outs = method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
+        outs = call([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))], clone_outputs=False)
         return [outs[index[t]].numpy().astype(np.float32, copy=True) for t in names]
 
     return run, names, partitions
