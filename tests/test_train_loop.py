@@ -352,3 +352,67 @@ def test_layer_decay_scales_each_groups_lr(digits32, tmp_path, monkeypatch):
     (scaled,) = lrs  # one step: the schedule's LR times each group's scale
     assert {1.0, 0.5, 0.25} <= set(scaled)  # head, the block, embeddings (depth 1)
     assert scaled[0.5] == pytest.approx(scaled[1.0] * 0.5) and scaled[0.25] == pytest.approx(scaled[1.0] * 0.25)
+
+
+_AUG = {"crop": "src", "padding": 4, "hflip": 0.5, "three_augment": True, "random_erasing": 0.25}
+
+
+@pytest.fixture(scope="module")
+def aug_digits():
+    """64 training digits with random crop, flip, 3-Augment and random erasing: every access draws anew."""
+    from edgevit.data import digits
+
+    d = digits(img_size=32, aug=_AUG)
+    return DataSplits(Subset(d.train, range(64)), Subset(d.val, range(32)), d.classes)
+
+
+def test_seeded_samples_key_the_draws_and_leave_the_main_process_rngs(aug_digits):
+    import random
+
+    import numpy as np
+
+    from edgevit.train.loop import SeededSamples
+
+    samples = SeededSamples(aug_digits.train, seed=5)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    before = random.random(), np.random.rand(), torch.rand(1)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    a = samples[(3, 0, 7)][0]
+    after = random.random(), np.random.rand(), torch.rand(1)
+    assert before == after  # the sample's draws did not move the training process's streams
+    assert torch.equal(a, samples[(3, 0, 7)][0])  # the same key, the same augmentation
+    assert not torch.equal(a, samples[(3, 0, 8)][0])  # a repeated copy (another position) is augmented anew
+    assert not torch.equal(a, samples[(3, 1, 7)][0])  # and so is the next epoch's
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"aug": {**_AUG, "mixup": 0.8, "cutmix": 1.0}},
+        {"repeated_aug": 3},
+        {"multiscale": {"sizes": [24, 32, 40]}},
+    ],
+    ids=["mixup", "repeated-aug", "multiscale"],
+)
+def test_workers_resume_bit_identical_and_match_no_workers(extra, aug_digits, tmp_path, one_thread):
+    """Augmented data loaded by 2 worker processes: killed mid-epoch and resumed, the run ends with the weights
+    of an uninterrupted one, which are also those of a run that loads in the training process (workers: 0)."""
+    cfg = dict(epochs=2, batch_size=8, warmup_epochs=0.5, ckpt_every_steps=3, tensorboard=False, **extra)
+    ref = _ConvBN()
+    train(ref, aug_digits, TrainConfig(**cfg, workers=0), tmp_path / "w0", seed=4, progress=False)
+    cfg = TrainConfig(**cfg, workers=2)
+    full = _ConvBN()
+    train(full, aug_digits, cfg, tmp_path / "a", seed=4, progress=False)
+    _assert_same(ref.state_dict(), full.state_dict())
+    steps = json.loads((tmp_path / "a/checkpoints/config.json").read_text())["total_steps"]
+
+    def stop(step, loss):
+        if step == steps // 2 + 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(_ConvBN(), aug_digits, cfg, tmp_path / "b", seed=4, progress=False, on_step_end=stop)
+    assert json.loads((tmp_path / "b/checkpoints/last.json").read_text())["batch"] > 0  # a mid-epoch checkpoint
+    resumed = _ConvBN()
+    train(resumed, aug_digits, cfg, tmp_path / "b", seed=4, resume=True, progress=False)
+    _assert_same(full.state_dict(), resumed.state_dict())

@@ -6,14 +6,19 @@ plus ``config.json``: the resolved config), ``metrics.csv`` (one row per epoch) 
 events, when the ``tensorboard`` package is installed). ``resume=True`` continues from the last complete
 checkpoint, mid-epoch included: checkpoints hold the model, optimizer, EMA, schedule position, every RNG
 (Python, NumPy, torch: dropout, drop-path and augmentation draws) and the position in the epoch's data order,
-which comes from a generator seeded by ``(seed, epoch)``. On CPU with ``workers: 0`` a resumed run ends with
-weights bit-identical to an uninterrupted one. ``repeated_aug`` (timm's ``RepeatAugSampler``, :class:`RepeatedOrder`)
-and ``multiscale`` (:mod:`edgevit.train.multiscale`) replace the plain order and keep that resume.
+which comes from a generator seeded by ``(seed, epoch)``. Each training sample's augmentation draws come from
+its own key, ``(seed, epoch, position in the epoch)`` (:class:`SeededSamples`), not from the process that loads
+it, so on CPU a resumed run ends with weights bit-identical to an uninterrupted one with any number of
+DataLoader ``workers``, and runs with 0, 1 or 2 workers end with the same weights. ``repeated_aug`` (timm's
+``RepeatAugSampler``, :class:`RepeatedOrder`; an image's copies sit at different positions, so they get
+different augmentations) and ``multiscale`` (:mod:`edgevit.train.multiscale`) replace the plain order and keep
+that resume. Mixup/CutMix, dropout and drop-path draw in the training process, from the checkpointed RNGs.
 
 Under ``torchrun --nproc_per_node N`` the loop wraps the model in DistributedDataParallel (gloo on CPU, nccl on
 GPU); each rank reads its share of the same seeded order (``batch_size`` is per rank, so the effective batch
-is ``batch_size * accum_steps * N``), draws augmentation and dropout with seed ``seed + rank``, and only rank 0
-logs, shows progress, validates and writes checkpoints.
+is ``batch_size * accum_steps * N``), draws dropout and drop-path with seed ``seed + rank`` and augments each
+sample from its position in the global order (the same draws as one process), and only rank 0 logs, shows
+progress, validates and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -132,7 +137,9 @@ class TrainConfig(_Strict):
     accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
     ckpt_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N optimizer steps")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto: cuda when available")
-    workers: int = Field(0, ge=0, description="DataLoader workers (exact mid-epoch resume needs 0)")
+    workers: int = Field(
+        0, ge=0, description="DataLoader workers; any number keeps exact resume (augmentation is seeded per sample)"
+    )
     tensorboard: bool = Field(True, description="write TensorBoard events to RUN/tb (needs `tensorboard`)")
     drop_path: float | None = Field(
         None, ge=0, lt=1, description="stochastic depth rate, passed to the model as drop_path_rate"
@@ -243,13 +250,14 @@ class RepeatedOrder(Sampler[int]):
         from timm.data.distributed_sampler import RepeatAugSampler
 
         self.sampler = RepeatAugSampler(range(n), num_replicas=world, rank=rank, shuffle=True, num_repeats=repeats)
-        self.seed, self.skip = seed, 0
+        self.seed, self.epoch, self.skip = seed, 0, 0
+        self.rank, self.world = rank, world
         self.per_rank = len(self.sampler)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Select the epoch's order (timm seeds it with ``seed + epoch``) and how many samples to skip."""
         self.sampler.set_epoch(self.seed + epoch)
-        self.skip = skip
+        self.epoch, self.skip = epoch, skip
 
     def indices(self) -> list[int]:
         """This rank's whole order for the current epoch."""
@@ -260,6 +268,77 @@ class RepeatedOrder(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank - self.skip
+
+
+# ------------------------------------------------------------------------------------------ per-sample seeding
+
+
+SampleKey = tuple[int, int, int]
+"""``(index, epoch, position)``: a dataset index and where it falls in the epoch's global order."""
+
+
+class SeededSamples(Dataset):
+    """``dataset[index]`` drawn under RNGs seeded from the sample's key, so augmentation does not depend on the
+    process that loads it (the main one, or whichever DataLoader worker gets the batch).
+
+    Indexed by a :data:`SampleKey` ``(index, epoch, position)`` (what :class:`KeyedOrder` yields). Python's
+    ``random``, NumPy's global RNG and torch's CPU generator (timm's and torchvision's transforms draw from
+    these) are seeded from ``(seed, epoch, position)`` before the sample is made. In the main process
+    (``workers: 0``) their states are saved before and restored after, so dropout, drop-path and Mixup/CutMix
+    draw the same numbers whatever the number of workers. The position, not the index, goes into the key:
+    repeated augmentation's copies of an image get different draws. A transform that draws from another RNG
+    (its own ``np.random.default_rng()``, say) is not covered.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: SampleKey) -> Any:
+        index, epoch, position = key
+        words = np.random.SeedSequence([self.seed % 2**64, epoch, position]).generate_state(4)  # 4 x uint32
+        main = torch.utils.data.get_worker_info() is None
+        if main:
+            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            random.seed(int(words[0]) << 32 | int(words[1]))
+            np.random.seed(words[2])
+            torch.default_generator.manual_seed(int(words[3]) << 32 | int(words[0]))  # CPU only: CUDA's untouched
+            return self.dataset[index]
+        finally:
+            if main:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
+class KeyedOrder(Sampler):
+    """Wraps an order (:class:`EpochOrder`, :class:`RepeatedOrder` or a multi-scale batch sampler) to yield
+    :data:`SampleKey` s for :class:`SeededSamples` instead of bare indices (lists of them for a batch sampler).
+
+    A sample's position is its place in the epoch's global order, ``world * k + rank`` for this rank's ``k``-th
+    sample (every order here deals round-robin), so it counts the skipped samples of a resumed epoch, and N
+    processes key each sample as one process does.
+    """
+
+    def __init__(self, order: Any, batched: bool = False):
+        self.order, self.batched = order, batched
+
+    def __iter__(self) -> Iterator[Any]:
+        o = self.order
+        if not self.batched:
+            for k, index in enumerate(o, start=o.skip):
+                yield (index, o.epoch, k * o.world + o.rank)
+            return
+        k = o.offset(o.skip)  # this rank's samples in the skipped batches
+        for batch in o:
+            yield [(index, o.epoch, (k + j) * o.world + o.rank) for j, index in enumerate(batch)]
+            k += len(batch)
+
+    def __len__(self) -> int:
+        return len(self.order)
 
 
 # ------------------------------------------------------------------------------------------ distributed
@@ -641,13 +720,15 @@ def _data_order(
             n, seed, cfg.batch_size, base, cfg.multiscale.sizes, dist.rank, dist.world, drop_last=drop_last
         )
         micro = [len(order.schedule(e)) for e in range(cfg.epochs)]
-        return order, DataLoader(data.train, batch_sampler=order, **common), micro
+        loader = DataLoader(SeededSamples(data.train, seed), batch_sampler=KeyedOrder(order, batched=True), **common)
+        return order, loader, micro
     if cfg.repeated_aug:
         order = RepeatedOrder(n, seed, dist.rank, dist.world, cfg.repeated_aug)
     else:
         order = EpochOrder(n, seed, dist.rank, dist.world)
     # drop_last: Mixup/CutMix pair images, every batch must be even
-    loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=order, drop_last=drop_last, **common)
+    samples, keys = SeededSamples(data.train, seed), KeyedOrder(order)
+    loader = DataLoader(samples, batch_size=cfg.batch_size, sampler=keys, drop_last=drop_last, **common)
     micro = (math.floor if drop_last else math.ceil)(order.per_rank / cfg.batch_size)
     return order, loader, [micro] * cfg.epochs
 

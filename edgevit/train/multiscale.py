@@ -78,7 +78,7 @@ class MultiScaleBatches(Sampler[list[int]]):
         from edgevit.train.loop import EpochOrder
 
         self.order = EpochOrder(n, seed, rank, world)
-        self.seed, self.drop_last = seed, drop_last
+        self.seed, self.drop_last, self.rank, self.world = seed, drop_last, rank, world
         self.batches = batch_sizes(batch_size, base, sizes)
         self.per_rank = self.order.per_rank
         self.epoch, self.skip = 0, 0
@@ -107,6 +107,10 @@ class MultiScaleBatches(Sampler[list[int]]):
     def size(self, k: int) -> int:
         """The resolution of batch ``k`` (0-based, counting skipped ones) of the current epoch."""
         return self._plan[k][0]
+
+    def offset(self, k: int) -> int:
+        """How many of this rank's samples the current epoch's batches before batch ``k`` hold."""
+        return sum(b for _, b in self._plan[:k])
 
     def __iter__(self) -> Iterator[list[int]]:
         idx, start = self.order.indices(), 0
