@@ -224,3 +224,21 @@ def test_recover_section_composes_train_settings_and_recovers(source, tmp_path):
 
     res = stage_sparsify(source, tmp_path / "sparse", progress=False, epochs=1)  # KD from the dense model
     assert res["val_top1"] > 80.0
+
+
+def test_no_embed_class_resamples_the_whole_grid(tmp_path):
+    # DeiT III's layout: pos_embed is the patch grid only, so every row is resampled (no prefix row kept)
+    torch.manual_seed(0)
+    args = {"img_size": 32, "no_embed_class": True, **ARGS}
+    src = create_model("vit_tiny_patch16", **args)
+    save_model(src, "vit_tiny_patch16", args, tmp_path / "model.safetensors")
+    dst = create_model("vit_tiny_patch16", **{**args, "img_size": 48})
+    report = load_pretrained_(dst, tmp_path / "model.safetensors")
+    assert report.resampled == {"pos_embed": [4, 6]} and dst.pos_embed.shape == (1, 36, 64)
+    torch.testing.assert_close(dst.pos_embed[0].detach(), _pil_bicubic(src.pos_embed[0].detach(), 6), atol=1e-5, rtol=0)
+    again = create_model("vit_tiny_patch16", **{**args, "img_size": 64})
+    again.load_state_dict(src.state_dict())  # ViT's own load_state_dict too
+    torch.testing.assert_close(
+        again.pos_embed[0].detach(), _pil_bicubic(src.pos_embed[0].detach(), 8), atol=1e-5, rtol=0
+    )
+    assert dst(torch.randn(1, 3, 48, 48)).shape == (1, 1000)

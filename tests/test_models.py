@@ -146,3 +146,33 @@ def test_layer_scale_loads_timm_weights_with_equal_logits():
         assert (without(x) - ref(x)).abs().max() > 1e-2  # the scales matter
     assert "blocks.1.ls2.gamma" in model.state_dict()
     assert "blocks.0.ls1.gamma" not in without.state_dict()  # no LayerScale by default: old checkpoints still load
+
+
+def test_deit3_layout_loads_timm_deit3_with_equal_logits():
+    # timm's deit3_small_patch16_224 (2 of its blocks): no_embed_class=True, init_values=1e-6 (timm's defaults)
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ref = timm.create_model("deit3_small_patch16_224", pretrained=False, num_classes=10, img_size=32, depth=2)
+    assert ref.no_embed_class and ref.pos_embed.shape == (1, 4, 384)  # no class-token row
+    with torch.no_grad():  # O(1) scales and embeddings: a class token given a position row changes the logits
+        for name, p in ref.named_parameters():
+            if name.endswith(".gamma") or name in ("pos_embed", "cls_token"):
+                p.copy_(0.5 + torch.rand_like(p))
+    ref.eval()
+    args = {"num_classes": 10, "img_size": 32, "depth": 2, "init_values": 1e-6, "no_embed_class": True}
+    model = create_model("deit_small", **args).eval()
+    assert model.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x) - ref(x)).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="not square"):  # timm's default layout cannot take it: a row short
+        create_model("deit_small", **{**args, "no_embed_class": False}).load_state_dict(ref.state_dict())
+    assert ref.load_state_dict(model.state_dict(), strict=True)  # and back
+
+
+@pytest.mark.parametrize("uniform", [False, True])
+def test_drop_path_is_a_linear_ramp_or_deit3s_uniform_rate(uniform):
+    with torch.device("meta"):
+        m = create_model("vit_tiny_patch16", depth=4, drop_path_rate=0.3, drop_path_uniform=uniform)
+    rates = [round(b.drop_path1.p, 6) for b in m.blocks]
+    assert rates == ([0.3] * 4 if uniform else [0.0, 0.1, 0.2, 0.3])

@@ -61,6 +61,8 @@ class ViTConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     init_values: float | None = None  # LayerScale (CaiT, DeiT III): per-channel residual-branch scales start here
+    no_embed_class: bool = False  # DeiT III: position embeddings on the patch tokens only (timm's no_embed_class)
+    drop_path_uniform: bool = False  # DeiT III: drop_path_rate in every block, not growing linearly with depth
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
@@ -70,6 +72,11 @@ class VisionTransformer(nn.Module):
 
     With ``cfg.init_values`` (timm's name; DeiT III trains with 1e-4 for ViT-S/B at 224 px) every block scales
     its two residual branches by learned per-channel ``gamma`` vectors started at that value (LayerScale).
+
+    With ``cfg.no_embed_class`` (DeiT III, timm's ``no_embed_class``) ``pos_embed`` holds the patch grid only
+    (``[1, N, D]``): it is added to the patch tokens before the class token is prepended. With
+    ``cfg.drop_path_uniform`` (DeiT III) every block drops its residual branches at ``drop_path_rate``
+    instead of timm's linear ramp from 0 at the first block to ``drop_path_rate`` at the last.
 
     With ``cfg.distilled`` (DeiT) a distillation token follows the class token and feeds ``head_dist``;
     in eval (and in export) the output is the mean of the two heads' logits, as in DeiT and timm. Set
@@ -87,11 +94,14 @@ class VisionTransformer(nn.Module):
         self.distilled_training = False
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.distilled else None
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, cfg.embed_dim)
-        )
+        self.no_embed_class = cfg.no_embed_class  # finetune.load_pretrained_ reads it (as timm's attribute)
+        embedded = 0 if cfg.no_embed_class else self.num_prefix_tokens  # prefix tokens with a position embedding
+        self.pos_embed = nn.Parameter(torch.zeros(1, embedded + self.patch_embed.num_patches, cfg.embed_dim))
         self.pos_drop = nn.Dropout(cfg.drop_rate)
-        dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # grows with depth
+        if cfg.drop_path_uniform:  # DeiT III models_v2.py: dpr = [drop_path_rate for i in range(depth)]
+            dpr = [cfg.drop_path_rate] * cfg.depth
+        else:
+            dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # grows with depth
         block = partial(LayerScaleBlock, init_values=cfg.init_values) if cfg.init_values is not None else Block
         self.blocks = nn.Sequential(
             *[
@@ -137,7 +147,10 @@ class VisionTransformer(nn.Module):
         prefix = [self.cls_token] if self.dist_token is None else [self.cls_token, self.dist_token]
         if x.shape[0] > 1:  # at batch 1 (the exported shape) skip expand: XNNPACK would leave it as a copy
             prefix = [t.expand(x.shape[0], -1, -1) for t in prefix]  # [1, 1, D] -> [B, 1, D]
-        x = torch.cat([*prefix, x], dim=1) + self.pos_embed  # [B, prefix + N, D]
+        if self.no_embed_class:
+            x = torch.cat([*prefix, x + self.pos_embed], dim=1)  # [B, N, D] + [1, N, D] -> [B, prefix + N, D]
+        else:
+            x = torch.cat([*prefix, x], dim=1) + self.pos_embed  # [B, prefix + N, D]
         x = self.blocks(self.pos_drop(x))
         return self.norm(x)
 
@@ -173,7 +186,8 @@ class VisionTransformer(nn.Module):
         """Load weights, resampling the position embedding when the checkpoint's grid differs."""
         pe = state_dict.get("pos_embed")
         if pe is not None and pe.shape != self.pos_embed.shape:
-            pe = resample_pos_embed(pe, self.patch_embed.grid_size, self.num_prefix_tokens)
+            prefix = 0 if self.no_embed_class else self.num_prefix_tokens  # rows kept as they are
+            pe = resample_pos_embed(pe, self.patch_embed.grid_size, prefix)
             state_dict = dict(state_dict, pos_embed=pe)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
