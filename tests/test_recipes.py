@@ -68,6 +68,8 @@ PAPER = {
     "deit3": {  # Touvron et al. 2022; facebookresearch/deit README_revenge.md, ImageNet-1k ViT-S command
         "model.name": "deit_small",
         "model.args.init_values": 1e-4,
+        "model.args.no_embed_class": True,  # models_v2.py: pos_embed on the patch tokens only
+        "model.args.drop_path_uniform": True,  # models_v2.py: dpr = [drop_path_rate for i in range(depth)]
         "train.optimizer.name": "lamb",
         "train.loss.kind": "bce",
         "train.loss.target_threshold": 0.0,
@@ -169,6 +171,8 @@ def _character(recipe: Recipe) -> dict:
         "loss": t.loss.model_dump(),
         "multiscale": t.multiscale is not None,  # (repeated_aug: only the multi-process ImageNet runs; see the YAMLs)
         "layer_scale": "init_values" in recipe.model.args,
+        "no_embed_class": recipe.model.args.get("no_embed_class", False),
+        "drop_path_uniform": recipe.model.args.get("drop_path_uniform", False),
         "sam": t.optimizer.sam is not None,
         "distill": t.distill.kind if t.distill else None,
         "ema": t.ema_decay is not None,
