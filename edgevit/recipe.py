@@ -36,6 +36,7 @@ from edgevit.quantize.qat import QAT_BACKENDS, QATConfig
 from edgevit.train import TrainConfig, predict, seed_everything, top1, train
 from edgevit.train.distill import distillation_loss
 from edgevit.train.finetune import FinetuneConfig, freeze_backbone_, frozen_to_eval_, load_pretrained_, resolve_source
+from edgevit.train.multiscale import check_sizes
 
 
 class _Strict(BaseModel):
@@ -316,6 +317,8 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
     if main:
         recipe.save(run_dir / "recipe.yaml")
     model, data, args = build_model_and_data(recipe, augment=True)
+    if recipe.train.multiscale:  # before any training, naming the recipe's model
+        check_sizes(model, recipe.train.multiscale.sizes, tuple(data.val[0][0].shape), recipe.model.name)
     extra: dict[str, Any] = {}
     on_epoch_start = None
     if recipe.finetune is not None:

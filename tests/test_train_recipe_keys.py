@@ -241,3 +241,28 @@ def test_new_samplers_and_lamb_resume_mid_epoch_bit_identical(extra, digits32, t
     train(resumed, data, cfg, tmp_path / "b", seed=2, resume=True, progress=False)
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_multiscale_with_a_fixed_size_vit_fails_before_training(digits32, tmp_path):
+    from torch.utils.data import Subset
+
+    from edgevit import EdgeVitError, create_model
+    from edgevit.data import DataSplits
+    from edgevit.train import TrainConfig, train
+    from edgevit.train.multiscale import check_sizes
+
+    vit = {"name": "vit_tiny_patch16", "args": {"patch_size": 8, "depth": 1}}
+    recipe = _digits_recipe(vit, {"multiscale": {"sizes": [16, 32, 48]}})
+    with pytest.raises(EdgeVitError, match=r"train\.multiscale: vit_tiny_patch16 fails on 16-px batches: it has fixed"):
+        stage_train(recipe, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # before any training step
+    # train() itself checks too (naming the class), and the largest size as well as the smallest
+    model = create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=10)
+    data = DataSplits(Subset(digits32.train, range(64)), Subset(digits32.val, range(8)), digits32.classes)
+    steps = []
+    cfg = TrainConfig(epochs=1, batch_size=8, multiscale={"sizes": [32, 48]}, tensorboard=False)
+    with pytest.raises(EdgeVitError, match=r"VisionTransformer fails on 48-px batches.*such as mobilevit_\*"):
+        train(model, data, cfg, tmp_path / "loop", progress=False, on_step_end=lambda s, l: steps.append(s))
+    assert steps == [] and model.training
+    check_sizes(model, [32], (3, 32, 32))  # its own size is fine
+    check_sizes(_TinyConv(), [16, 48], (3, 32, 32))  # and a model that takes any size passes

@@ -46,7 +46,7 @@ from edgevit._utils import EdgeVitError, progress_bar, write_json_atomic, write_
 from edgevit.data import DataSplits
 from edgevit.data.transforms import AugConfig, build_criterion, build_mixup
 from edgevit.train.checkpoint import load_checkpoint, load_part, save_checkpoint
-from edgevit.train.multiscale import MultiScaleBatches, MultiScaleConfig, resize_batch
+from edgevit.train.multiscale import MultiScaleBatches, MultiScaleConfig, check_sizes, resize_batch
 from edgevit.train.optim import create_optimizer, param_groups  # noqa: F401  (param_groups: re-exported)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -520,7 +520,9 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
-        EdgeVitError: ``resume`` without a checkpoint (or a mid-epoch one from another number of processes),
+        EdgeVitError: ``cfg.multiscale`` with a model that does not run at its smallest or largest size (checked
+            before training, :func:`~edgevit.train.multiscale.check_sizes`), ``resume`` without a checkpoint (or
+            a mid-epoch one from another number of processes),
             divergence (a non-finite loss), an impossible device, ``cfg.distill`` without a ``teacher`` or a
             distilled student, or with a ``loss_fn``.
     """
@@ -531,6 +533,8 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     criterion, mixup = _criterion(model, cfg, len(data.classes), loss_fn, teacher)
+    if cfg.multiscale:  # a fixed-size model (a ViT's position embeddings) fails here, not at its first step
+        check_sizes(model, cfg.multiscale.sizes, tuple(data.val[0][0].shape))
     dist = _setup_distributed(cfg.device)
     try:
         seed_everything(seed + dist.rank)

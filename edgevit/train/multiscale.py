@@ -123,6 +123,54 @@ class MultiScaleBatches(Sampler[list[int]]):
         return len(self._plan) - self.skip
 
 
+def check_sizes(model: torch.nn.Module, sizes: list[int], base_shape: tuple[int, ...], name: str | None = None) -> None:
+    """Check, before training, that ``model`` runs on batches at the smallest and largest of ``sizes``.
+
+    A forward pass of one ``[1, C, s, s]`` image on the meta device (shapes only: no compute, no weights copied,
+    no RNG draw, no state changed), in eval mode. ``base_shape`` is the data's ``[C, H, W]``; when the model
+    does not run on the meta device even at that size the check cannot tell, and passes.
+
+    Raises:
+        EdgeVitError: the model fails at a drawn size (a ViT's position embeddings fit one patch grid), naming
+            ``train.multiscale``, the model (``name``, else its class) and the size.
+    """
+    from torch.func import functional_call
+
+    from edgevit._utils import EdgeVitError
+
+    meta = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+
+    def fails(size: int) -> Exception | None:
+        x = torch.empty(1, base_shape[0], size, size, device="meta")  # [1, C, s, s]
+        try:
+            with torch.no_grad():
+                functional_call(model, meta, (x,), strict=False)
+        except Exception as e:  # noqa: BLE001  (any failure: reported below with the size)
+            return e
+        return None
+
+    was_training = model.training
+    model.eval()
+    try:
+        if fails(base_shape[-1]) is not None:
+            return  # no meta-device forward at all: nothing to learn about the sizes here
+        for size in sorted({min(sizes), max(sizes)}):
+            err = fails(size)
+            if err is None:
+                continue
+            what = name or type(model).__name__
+            pe = getattr(model, "pos_embed", None)
+            why = "" if pe is None else f": it has fixed-size position embeddings (pos_embed {list(pe.shape)})"
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise EdgeVitError(
+                f"train.multiscale: {what} fails on {size}-px batches{why} ({type(err).__name__}: {first}); "
+                "multiscale needs a model that accepts any input size, such as mobilevit_*: drop train.multiscale "
+                "or change model.name"
+            )
+    finally:
+        model.train(was_training)
+
+
 def resize_batch(x: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
     """``[B, C, H, W] -> [B, C, size, size]`` (antialiased when shrinking); the batch itself when already that size."""
     if x.shape[-2:] == (size, size):
@@ -130,4 +178,4 @@ def resize_batch(x: torch.Tensor, size: int, interpolation: str = "bilinear") ->
     return F.interpolate(x, size=(size, size), mode=interpolation, align_corners=False, antialias=True)
 
 
-__all__ = ["MultiScaleBatches", "MultiScaleConfig", "batch_sizes", "cvnets_sizes", "resize_batch"]
+__all__ = ["MultiScaleBatches", "MultiScaleConfig", "batch_sizes", "check_sizes", "cvnets_sizes", "resize_batch"]
