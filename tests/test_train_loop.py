@@ -416,3 +416,24 @@ def test_workers_resume_bit_identical_and_match_no_workers(extra, aug_digits, tm
     resumed = _ConvBN()
     train(resumed, aug_digits, cfg, tmp_path / "b", seed=4, resume=True, progress=False)
     _assert_same(full.state_dict(), resumed.state_dict())
+
+
+def test_keyed_order_gives_each_sample_its_global_position_on_every_rank():
+    from edgevit.train.loop import KeyedOrder, RepeatedOrder
+    from edgevit.train.multiscale import MultiScaleBatches
+
+    def keys(order, epoch, skip=0, batched=False):
+        order.set_epoch(epoch, skip)
+        out = list(KeyedOrder(order, batched))
+        return [k for batch in out for k in batch] if batched else out
+
+    one = keys(EpochOrder(12, seed=1), 2)
+    assert [p for _, _, p in one] == list(range(12)) and {e for _, e, _ in one} == {2}
+    ranks = [keys(EpochOrder(12, seed=1, rank=r, world=2), 2) for r in range(2)]
+    assert sorted(ranks[0] + ranks[1], key=lambda k: k[2]) == one  # each sample keyed as one process keys it
+    assert keys(EpochOrder(12, seed=1, rank=1, world=2), 2, skip=2) == ranks[1][2:]  # resumed: the same keys
+    rep = keys(RepeatedOrder(12, seed=1, repeats=3), 0)
+    assert len({i for i, _, _ in rep}) < len({p for _, _, p in rep}) == len(rep)  # copies: one index, new positions
+    ms = MultiScaleBatches(12, seed=1, batch_size=4, base=32, sizes=[24, 32, 40])
+    assert keys(ms, 2, batched=True) == one  # the same permutation, cut into batches
+    assert keys(ms, 2, skip=1, batched=True) == one[ms.offset(1) :]

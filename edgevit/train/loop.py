@@ -9,7 +9,7 @@ checkpoint, mid-epoch included: checkpoints hold the model, optimizer, EMA, sche
 which comes from a generator seeded by ``(seed, epoch)``. Each training sample's augmentation draws come from
 its own key, ``(seed, epoch, position in the epoch)`` (:class:`SeededSamples`), not from the process that loads
 it, so on CPU a resumed run ends with weights bit-identical to an uninterrupted one with any number of
-DataLoader ``workers``, and runs with 0, 1 or 2 workers end with the same weights. ``repeated_aug`` (timm's
+DataLoader ``workers``, and runs with any number of workers end with the same weights (tested: 0 and 2). ``repeated_aug`` (timm's
 ``RepeatAugSampler``, :class:`RepeatedOrder`; an image's copies sit at different positions, so they get
 different augmentations) and ``multiscale`` (:mod:`edgevit.train.multiscale`) replace the plain order and keep
 that resume. Mixup/CutMix, dropout and drop-path draw in the training process, from the checkpointed RNGs.
