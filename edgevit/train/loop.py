@@ -5,14 +5,14 @@ A run directory gets ``checkpoints/`` (``last.*`` every epoch and every ``ckpt_e
 plus ``config.json``: the resolved config), ``metrics.csv`` (one row per epoch) and ``tb/`` (TensorBoard
 events, when the ``tensorboard`` package is installed). ``resume=True`` continues from the last complete
 checkpoint, mid-epoch included: checkpoints hold the model, optimizer, EMA, schedule position, every RNG
-(Python, NumPy, torch: dropout, drop-path and augmentation draws) and the position in the epoch's data order,
+(Python, NumPy, torch: dropout, drop-path and Mixup/CutMix draws) and the position in the epoch's data order,
 which comes from a generator seeded by ``(seed, epoch)``. Each training sample's augmentation draws come from
 its own key, ``(seed, epoch, position in the epoch)`` (:class:`SeededSamples`), not from the process that loads
 it, so on CPU a resumed run ends with weights bit-identical to an uninterrupted one with any number of
-DataLoader ``workers``, and runs with any number of workers end with the same weights (tested: 0 and 2). ``repeated_aug`` (timm's
-``RepeatAugSampler``, :class:`RepeatedOrder`; an image's copies sit at different positions, so they get
-different augmentations) and ``multiscale`` (:mod:`edgevit.train.multiscale`) replace the plain order and keep
-that resume. Mixup/CutMix, dropout and drop-path draw in the training process, from the checkpointed RNGs.
+DataLoader ``workers``, and runs with any number of workers end with the same weights (tested: 0 and 2).
+``repeated_aug`` (timm's ``RepeatAugSampler``, :class:`RepeatedOrder`; an image's copies sit at different
+positions, so they get different augmentations) and ``multiscale`` (:mod:`edgevit.train.multiscale`) replace
+the plain order and keep that resume.
 
 Under ``torchrun --nproc_per_node N`` the loop wraps the model in DistributedDataParallel (gloo on CPU, nccl on
 GPU); each rank reads its share of the same seeded order (``batch_size`` is per rank, so the effective batch
