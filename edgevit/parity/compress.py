@@ -32,7 +32,9 @@ def _rows(run_dirs: list[Path]) -> list[dict[str, Any]]:
                 {
                     "variant": run.name,
                     "reference_top1": doc["reference"]["top1"],
-                    "artifact": Artifact.from_json({**a, "info": {}}, root=run),
+                    "artifact": Artifact.from_json(
+                        {**a, "info": {"input_layout": a.get("input_layout", "NCHW")}}, root=run
+                    ),
                     "name": Path(a["path"]).stem,
                     **{k: a.get(k) for k in ("backend", "precision", "top1", "agreement", "size_bytes", "runnable")},
                 }
@@ -58,13 +60,14 @@ def _measure(rows: list[dict[str, Any]], image: np.ndarray, threads: int, runs: 
         except NotRunnable:
             runners[i] = None
     live = {i: f for i, f in runners.items() if f is not None}
-    x = image[None]
+    inputs = {i: rows[i]["artifact"].feed(image[None]) for i in live}  # each artifact's own layout (NCHW or NHWC)
     rounds = min(5, runs)
     times: dict[int, list[float]] = {i: [] for i in live}
     with progress_bar(progress) as bars:
         task = bars.add_task("latency (rounds)", total=rounds, info=f"{len(live)} artifacts")
         for k in range(rounds):
             for i, f in live.items():
+                x = inputs[i]
                 for _ in range(warmup if k == 0 else max(3, warmup // 3)):
                     f(x)
                 for _ in range(runs // rounds + (k < runs % rounds)):
