@@ -699,7 +699,10 @@ def stage_parity(
 
     report = check(artifacts, app, labels, reference, recipe.parity, progress=progress, device=dev, normalization=norm)
     if explain is not False and not getattr(dev, "emulated", False):
-        explain_report(report, artifacts, model, images, app, everything=bool(explain))
+        calib = None  # what stage_export calibrated static int8 with (deterministic): explain re-quantizes with it
+        if any(a.backend == "executorch" and a.precision in CALIBRATED_PRECISIONS for a in artifacts):
+            calib = calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
+        explain_report(report, artifacts, model, images, app, bool(explain), calib=calib, ptq=recipe.quantize)
     for entry in report.artifacts:
         entry["path"] = str(Path(entry["path"]).relative_to(run_dir))
     _, md = write_report(report, run_dir)
