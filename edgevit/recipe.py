@@ -76,6 +76,9 @@ class Target(_Strict):
     method: Literal["pt2e", "nncf", "qat"] | None = Field(
         None, description="PTQ method (default: quantize.method), or qat: the graph fine-tuned by `train --qat`"
     )
+    layout: Literal["NCHW", "NHWC"] = Field(
+        "NCHW", description="the artifact's input layout; NHWC bakes the NCHW <- NHWC permute into the graph"
+    )
 
     @model_validator(mode="after")
     def _backend_takes_precision(self) -> Target:
@@ -84,6 +87,8 @@ class Target(_Strict):
             raise ValueError(f"{self.backend} exports {', '.join(precisions)}, not {self.precision!r}")
         if self.method == "qat" and (self.backend not in QAT_BACKENDS or self.precision != "int8"):
             raise ValueError(f"method qat is int8 on {' or '.join(QAT_BACKENDS)}, not {self.backend} {self.precision}")
+        if self.method == "qat" and self.layout != "NCHW":
+            raise ValueError("layout NHWC is not available with method qat: the QAT graph was captured NCHW")
         return self
 
     @property
@@ -92,10 +97,11 @@ class Target(_Strict):
         return self.precision or DEFAULT_PRECISION[self.backend]
 
     def filename(self, default_method: str) -> str:
-        """``{backend}_{precision}[_nncf|_qat]{suffix}``: one file per backend, precision and method."""
+        """``{backend}_{precision}[_nncf|_qat][_nhwc]{suffix}``: one file per backend, precision, method, layout."""
         quantized = self.resolved_precision != DEFAULT_PRECISION[self.backend]
         method = self.method or default_method
         tag = f"_{method}" if quantized and method != "pt2e" else ""
+        tag += "_nhwc" if self.layout == "NHWC" else ""
         return f"{self.backend}_{self.resolved_precision}{tag}{backend_module(self.backend).SUFFIX}"
 
 
@@ -640,7 +646,7 @@ def stage_export(
                 bars.update(task, advance=1)
                 continue
             t_ptq = ptq.model_copy(update={"method": t.method or ptq.method})
-            done.append(export(model, example, t.backend, path, precision, calib=calib, ptq=t_ptq))
+            done.append(export(model, example, t.backend, path, precision, calib=calib, ptq=t_ptq, layout=t.layout))
             bars.update(task, advance=1)
     _record(run_dir, meta, example, done)
     return done

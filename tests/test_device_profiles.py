@@ -215,16 +215,16 @@ def test_parity_device_feeds_an_nhwc_export_channels_last(tiny_digits_run, tmp_p
     which layout each artifact was fed."""
     from conftest import copy_run
 
-    from edgevit.export import Artifact, export
-    from edgevit.recipe import _trained, stage_parity
+    from edgevit.export import Artifact
+    from edgevit.recipe import Target, _trained, stage_export, stage_parity
 
     run = copy_run(tiny_digits_run, tmp_path / "run", ["tflite_fp32.tflite"])
-    _, model, data, _ = _trained(run)
-    example = data.val[0][0][None].clone()
-    nhwc = export(model, example, "tflite", run / "artifacts" / "tflite_fp32_nhwc.tflite", layout="NHWC")
+    _, _, data, _ = _trained(run)
+    # the recipe key export.targets[].layout, exported into the run as `edgevit export` does
+    (nhwc,) = stage_export(run, [Target(backend="tflite", precision="fp32", layout="NHWC")], progress=False)
+    assert Path(nhwc.path).name == "tflite_fp32_nhwc.tflite" and nhwc.layout == "NHWC"
     manifest = json.loads((run / "artifacts" / "manifest.json").read_text())
-    manifest["artifacts"].append(nhwc.to_json(root=run))
-    (run / "artifacts" / "manifest.json").write_text(json.dumps(manifest))
+    assert [Path(a["path"]).name for a in manifest["artifacts"]] == ["tflite_fp32.tflite", "tflite_fp32_nhwc.tflite"]
 
     report, md = stage_parity(run, progress=False, device="android-midrange")
     doc = report.to_json()

@@ -37,6 +37,16 @@ def test_quickstart_recipe_is_valid():
             "recipe key 'export.targets.9': Value error, onnx exports fp32, int8, not 'w4-lut'",
         ),
         (lambda d: d["quantize"].update(smooth_quant=True), "recipe key 'quantize': Value error, smooth_quant"),
+        (
+            lambda d: d["export"]["targets"].append({"backend": "tflite", "layout": "nhwc"}),
+            "recipe key 'export.targets.9.layout': Input should be 'NCHW' or 'NHWC'",
+        ),
+        (
+            lambda d: d["export"]["targets"].append(
+                {"backend": "executorch", "precision": "int8", "method": "qat", "layout": "NHWC"}
+            ),
+            "layout NHWC is not available with method qat",
+        ),
         (lambda d: d["model"].update(name="vit_tiny_patch61"), "did you mean vit_tiny_patch16"),
         (lambda d: d["data"].update(name="imagefolder"), "data.root is required"),
     ],
@@ -63,3 +73,11 @@ def test_resolved_recipe_roundtrips(tmp_path):
     r = Recipe.load(QUICKSTART)
     r.save(tmp_path / "recipe.yaml")
     assert Recipe.load(tmp_path / "recipe.yaml") == r
+
+
+def test_an_nhwc_target_gets_its_own_file_beside_the_nchw_one():
+    from edgevit.recipe import Target
+
+    nchw, nhwc = Target(backend="tflite", precision="int8"), Target(backend="tflite", precision="int8", layout="NHWC")
+    assert (nchw.filename("pt2e"), nhwc.filename("pt2e")) == ("tflite_int8.tflite", "tflite_int8_nhwc.tflite")
+    assert Target(backend="onnx", layout="NHWC").filename("nncf") == "onnx_fp32_nhwc.onnx"
