@@ -105,7 +105,8 @@ def bench_cmd(
 
     Prints median/p90 at the same thread count, the ratio to LiteRT fp32 and to the backend's own float
     artifact, file size, and achieved GFLOP/s against the fp32 GEMM peak measured in the same run. Weights
-    are random: latency does not depend on them.
+    are random and perturbed away from the initialisation (a converter folds zero-initialised residual branches,
+    which would flatter it); backends are timed in interleaved rounds.
     """
     from edgevit._utils import write_json_atomic
     from edgevit.bench import bench, render_markdown
