@@ -11,7 +11,7 @@ error grows along the network. The result is the ``explain`` entry of an artifac
                  "tensor": str}, ...in network order],
      "first_divergent": {that layer's dict} | null,
      "unmapped": [module names with no artifact tensor],
-     "relowering": {"images", "partitions", "max_abs_diff_vs_shipped", "max_abs_shipped"}}  # ExecuTorch fp32 only
+     "relowering": {"images", "partitions", "max_abs_diff_vs_shipped", "max_abs_shipped"}}  # ExecuTorch only
 
 A module's output is the last tensor produced inside it (by its own ops or its children's) that is used outside
 it. ``input`` is the image the artifact was fed vs the one PyTorch saw (a preprocessing fault shows there);
@@ -31,7 +31,11 @@ it. ``input`` is the image the artifact was fed vs the one PyTorch saw (a prepro
   with the wanted FX nodes tapped as extra delegate outputs (``executorch.devtools.intermediate_output_tap``: same
   partitioning, same XNNPACK kernels); FX node names carry ``nn_module_stack``. ``output`` is the shipped ``.pte``'s
   logits, and ``relowering`` reports how far the re-lowering's logits are from them (0 when it is faithful).
-  Quantized ``.pte`` files are compared at the delegate boundary only (their calibration is not at hand).
+  Quantized ``.pte`` files are re-quantized first as the exporter quantizes them (same XNNPACK quantizer, same
+  calibration images and PTQ settings, passed in as ``calib`` and ``ptq``; PT2E calibration is deterministic), and
+  each module's output is tapped as the float value after its ``dequantize`` (the int8 tensor the next layer reads;
+  a quantized op's own float output cannot be tapped: it is fused into XNNPACK's int8 kernel). Without ``calib``
+  (static int8) or for a QAT-quantized file they are compared at the delegate boundary only.
 
 Layouts are matched by shape: NHWC vs NCHW, ``[B*h, N, d]`` vs ``[B, h, N, d]`` and dropped unit dimensions are
 tried and the best-matching arrangement is compared.
@@ -108,6 +112,8 @@ def explain(
     artifact_images: np.ndarray | None = None,
     tolerance: float | None = None,
     max_images: int = 16,
+    calib=None,
+    ptq=None,
 ) -> dict[str, Any]:
     """Compare ``artifact`` with ``model`` module by module and find the first layer that diverges.
 
@@ -120,6 +126,10 @@ def explain(
         tolerance: relative L2 error above which a module diverges; default per precision
             (:data:`DEFAULT_TOLERANCE`).
         max_images: how many of the images to compare on (the first ones).
+        calib: ``[N, C, H, W]`` calibration images the artifact was quantized with (ExecuTorch static int8: the
+            re-lowering re-quantizes with them; without them such a ``.pte`` is compared at its boundary only).
+        ptq: the :class:`edgevit.quantize.PTQConfig` it was quantized with (its ``method`` and float modules are
+            taken from the artifact's manifest info when recorded there).
 
     Returns:
         The ``explain`` dict described in the module docstring.
@@ -141,7 +151,10 @@ def explain(
         raise EdgeVitError(f"explain: no tracer for backend {artifact.backend!r}; choose one of {', '.join(tracers)}")
     model = model.eval()
     if artifact.backend == "executorch":
-        graph = _pte_graph(Path(artifact.path), model, example, artifact.precision)
+        info = getattr(artifact, "info", None) or {}
+        graph = _pte_graph(
+            Path(artifact.path), model, example, artifact.precision, calib, _artifact_ptq(ptq, info), info
+        )
     else:
         graph = tracers[artifact.backend](Path(artifact.path), model, example)
     ref_names, ref_outputs, ref_inputs = _reference(model, ref_x)  # [module], {module: [n, ...] array}
@@ -606,7 +619,9 @@ def _mil_units(em, qparams: dict[str, tuple]) -> dict[str, float]:
     return unit
 
 
-def _pte_graph(path: Path, model, example, precision: str = "fp32") -> _Graph:
+def _pte_graph(
+    path: Path, model, example, precision: str = "fp32", calib=None, ptq=None, info: dict | None = None
+) -> _Graph:
     """ExecuTorch: the model re-lowered as the exporter lowers it, with the wanted tensors tapped as extra outputs.
 
     The shipped ``.pte`` is one opaque XNNPACK delegate call. ``executorch.devtools.intermediate_output_tap``
@@ -615,18 +630,34 @@ def _pte_graph(path: Path, model, example, precision: str = "fp32") -> _Graph:
     (``output``) is the *shipped* ``.pte``'s logits, and each run also compares the re-lowering's logits with the
     shipped ones (``relowering`` in the result), so a fault that is in the file but not in this model's lowering
     (other weights, a hand-edited program) shows as ``output`` diverging with every inner layer healthy.
-    Quantized artifacts are compared at the delegate boundary only: their calibration is not reproducible here.
+
+    Quantized artifacts are re-quantized first with the exporter's own quantizer and calibration path
+    (:func:`edgevit.export.executorch.quantizer`, :func:`edgevit.quantize.calibrate_pt2e` on ``calib`` with
+    ``ptq``). PT2E's ``quantize``/``dequantize`` nodes carry no ``nn_module_stack``: a ``quantize`` belongs to the
+    module that produced its input and its ``dequantize`` to that module too, so a module's output is the float
+    value the next layer reads. Without the calibration images (static int8), or for a QAT-converted file, they are
+    compared at the delegate boundary only.
     """
     import torch
 
     from edgevit.export import executorch as et
 
     shipped = et.load(path, 2)
-    if precision != "fp32":
+    quantized = precision != "fp32"
+    why = None
+    if quantized and (info or {}).get("method") == "qat":
+        why = (
+            "it was quantized by QAT, whose converted graph comes from the run's QAT checkpoint, not from this model "
+            "and a calibration pass"
+        )
+    elif precision == "int8" and calib is None:
+        why = "explain was not given the calibration images (and PTQ settings) the artifact was quantized with"
+    elif precision not in et.PRECISIONS:
+        why = f"explain cannot reproduce precision {precision!r}"
+    if why:
         note = (
-            f"ExecuTorch {precision}: compared at the XNNPACK delegate's boundary only (input and logits); a per-layer "
-            "re-lowering would need the artifact's calibration images and quantizer settings, which explain does "
-            "not have, so inner layers are listed as unmapped"
+            f"ExecuTorch {precision}: compared at the XNNPACK delegate's boundary only (input and logits): {why}; "
+            "inner layers are listed as unmapped"
         )
         return _Graph(
             [_Node("executorch_call_delegate", ["image"], [_SHIPPED], None)],
@@ -635,7 +666,14 @@ def _pte_graph(path: Path, model, example, precision: str = "fp32") -> _Graph:
             note,
         )
 
-    ep = torch.export.export(model, (example,)).run_decompositions(et._XNNPACK_FRIENDLY_DECOMPOSITIONS)
+    lowered = model
+    if quantized:  # as edgevit.export.executorch.export quantizes: same quantizer, same calibration path
+        from edgevit.quantize import calibrate_pt2e, capture
+
+        lowered = calibrate_pt2e(
+            capture(model, example), et.quantizer(precision), calib, "executorch", progress=False, config=ptq
+        )
+    ep = torch.export.export(lowered, (example,)).run_decompositions(et._XNNPACK_FRIENDLY_DECOMPOSITIONS)
     nodes, fx_out = [], None
     for node in ep.graph.nodes:
         if node.op == "output":
@@ -645,17 +683,44 @@ def _pte_graph(path: Path, model, example, precision: str = "fp32") -> _Graph:
         stack = node.meta.get("nn_module_stack") or {}
         module = list(stack.values())[-1][0] if stack else None
         op = getattr(node.target, "_opname", None) or getattr(node.target, "__name__", str(node.target))
+        if op.startswith(("quantize_per", "dequantize_per")):  # -> "quantize"/"dequantize": owned by their input
+            op, module = op.split("_per")[0], None
         nodes.append(_Node(op, [a.name for a in node.all_input_nodes], [node.name], module))
     # the shipped program's logits close the graph: the root module's row is the artifact itself
     nodes.append(_Node("executorch_call_delegate", [fx_out], [_SHIPPED], None))
     graph = _Graph(nodes, _SHIPPED, lambda wanted: None)
+    graph.inherit_modules()
     gaps: list[tuple[float, float]] = []  # per image: (max |relowered - shipped|, max |shipped|)
 
+    # A tapped ``dequantize`` whose consumer XNNPACK fuses into an int8 kernel leaves the delegate as zeros; its
+    # ``quantize`` leaves it as the int8 values: tap that and dequantize here with the node's scale and zero point.
+    # XNNPACK's channels-last pass cannot take a tapped 4-D (NCHW conv) int8 tensor as an extra delegate output
+    # (``KeyError: 'val'``): those stay unmapped, listed in ``untapped``.
+    fx = {n.name: n for n in ep.graph.nodes}
+    via_q: dict[str, tuple[str, float, int]] = {}  # dequantize -> (its quantize, scale, zero point)
+    skip: set[str] = set()
+    for n in nodes if quantized else []:
+        if n.op != "dequantize" or not n.inputs or n.inputs[0] not in fx:
+            continue
+        q = fx[n.inputs[0]]
+        if str(q.target).startswith("quantized_decomposed.quantize_per_tensor") and isinstance(q.args[1], float):
+            via_q[n.outputs[0]] = (q.name, q.args[1], int(q.args[2]))
+        if getattr(fx[n.outputs[0]].meta.get("val"), "ndim", 0) == 4:
+            skip.add(n.outputs[0])
+
     def make_runner(wanted: list[str]):
-        run_debug, outputs, partitions = _tapped_program(ep, [t for t in wanted if t != _SHIPPED] + [fx_out], example)
+        if skip & set(wanted):
+            graph.extra["untapped"] = sorted(skip & set(wanted))
+        wanted = [t for t in wanted if t != _SHIPPED and t not in skip]
+        tap = sorted({via_q[t][0] if t in via_q else t for t in wanted} | {fx_out})
+        run_debug, outputs, partitions = _tapped_program(ep, tap, example)
 
         def run(x: np.ndarray) -> dict[str, np.ndarray]:
             got = dict(zip(outputs, run_debug(x), strict=True))
+            for t in wanted:  # int8 values -> real values, as the dequantize computes them
+                if t in via_q:
+                    q, scale, zero = via_q[t]
+                    got[t] = ((got[q] - zero) * scale).astype(np.float32)
             logits = np.asarray(shipped(x), dtype=np.float32)
             gaps.append((float(np.abs(got[fx_out] - logits).max()), float(np.abs(logits).max())))
             graph.extra["relowering"] = {
@@ -664,33 +729,46 @@ def _pte_graph(path: Path, model, example, precision: str = "fp32") -> _Graph:
                 "max_abs_diff_vs_shipped": max(g for g, _ in gaps),
                 "max_abs_shipped": max(m for _, m in gaps),
             }
-            graph.note = _pte_note(graph.extra["relowering"])
+            graph.note = _pte_note(graph.extra["relowering"], precision)
             return {**got, _SHIPPED: logits}
 
         return run
 
     graph.make_runner = make_runner
-    graph.note = _pte_note(None)
+    graph.note = _pte_note(None, precision)
     return graph
+
+
+def _artifact_ptq(ptq, info: dict):
+    """``ptq`` (the recipe's quantize settings) as this artifact was quantized: the PT2E/NNCF method and the float
+    modules its manifest info records (a target's own ``method``, an accuracy-controlled plan's ``float_modules``)."""
+    if ptq is None or info.get("method") not in ("pt2e", "nncf"):
+        return ptq
+    return ptq.model_copy(update={"method": info["method"], "keep_float": list(info.get("float_modules", []))})
 
 
 _SHIPPED = "shipped.pte:output"
 
 
-def _pte_note(relowering: dict | None) -> str:
+def _pte_note(relowering: dict | None, precision: str = "fp32") -> str:
     head = (
         "ExecuTorch: inner layers come from a re-lowering of this model with the exporter's decompositions and "
         "XnnpackPartitioner, their tensors tapped as extra delegate outputs (same XNNPACK kernels; not the shipped "
         ".pte byte for byte); `output` is the shipped .pte's logits"
     )
+    if precision != "fp32":
+        head += (
+            f"; {precision}: re-quantized with the exporter's XNNPACKQuantizer and calibration images, each module's "
+            "output read after its dequantize"
+        )
     if relowering is None:
         return head
     gap, scale = relowering["max_abs_diff_vs_shipped"], relowering["max_abs_shipped"]
     verdict = (
         "faithful"
         if gap <= 1e-4 * max(scale, 1.0)
-        else "NOT faithful: the shipped .pte computes something this model's lowering does not (other weights or an "
-        "edited program), so trust only its `output` row"
+        else "NOT faithful: the shipped .pte computes something this model's lowering does not (other weights, "
+        "other calibration or an edited program), so trust only its `output` row"
     )
     return f"{head}. Re-lowering vs shipped logits: max abs diff {gap:.2e} ({verdict})"
 
@@ -773,11 +851,22 @@ def app_inputs(images: np.ndarray, model_norm, manifest_input: dict | None):
     return app, to_model, (list(manifest_input["mean"]), list(manifest_input["std"]))
 
 
-def explain_report(report, artifacts, model, images: np.ndarray, app_images: np.ndarray | None, everything: bool):
+def explain_report(
+    report,
+    artifacts,
+    model,
+    images: np.ndarray,
+    app_images: np.ndarray | None,
+    everything: bool,
+    calib=None,
+    ptq=None,
+):
     """Add an ``explain`` entry to each failing artifact of ``report`` (every runnable one with ``everything``).
 
-    ``images`` are what PyTorch saw, ``app_images`` what the artifacts were fed. An artifact that cannot be
-    explained gets ``explain: null`` and ``explain_error: why``; parity's verdict never depends on it.
+    ``images`` are what PyTorch saw, ``app_images`` what the artifacts were fed; ``calib`` and ``ptq`` are the
+    calibration images and PTQ settings the run's quantized artifacts were made with (see :func:`explain`). An
+    artifact that cannot be explained gets ``explain: null`` and ``explain_error: why``; parity's verdict never
+    depends on it.
     """
     by_path = {str(a.path): a for a in artifacts}
     for entry in report.artifacts:
@@ -787,7 +876,7 @@ def explain_report(report, artifacts, model, images: np.ndarray, app_images: np.
         if not everything and entry.get("passed") is not False:
             continue
         try:
-            entry["explain"] = explain(model, art, images, app_images)
+            entry["explain"] = explain(model, art, images, app_images, calib=calib, ptq=ptq)
         except Exception as e:  # a tracer failing must not hide the parity verdict
             entry["explain"] = None
             entry["explain_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
