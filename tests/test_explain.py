@@ -135,6 +135,22 @@ def test_tflite_names_the_perturbed_layer_through_nhwc_and_folded_norms(small_vi
     assert rows["blocks.0.norm1"].get("carried") is False or rows["blocks.0.norm1"]["rel_err"] < 1e-3
 
 
+def test_nhwc_exports_are_fed_channels_last_and_explained_like_nchw(small_vit, val8, tmp_path):
+    """An artifact exported with ``layout="NHWC"`` takes [1, H, W, C]: explain feeds it so (the shipped .pte too)
+    and still names the layer; the ExecuTorch re-lowering (NCHW, from the model) matches the NHWC file."""
+    from edgevit.export import export
+
+    example = torch.from_numpy(val8[:1])
+    bad = export(_faulty(small_vit, "blocks.0.attn.qkv"), example, "tflite", tmp_path / "bad.tflite", layout="NHWC")
+    assert bad.layout == "NHWC"
+    e = explain(small_vit, bad, val8[:4])
+    assert e["first_divergent"]["module"] == "blocks.0.attn.qkv", e["first_divergent"]
+    assert {r["module"]: r for r in e["layers"]}["patch_embed.proj"]["rel_err"] < 1e-5
+    pte = export(small_vit, example, "executorch", tmp_path / "ok.pte", layout="NHWC")
+    e = explain(small_vit, pte, val8[:4])
+    assert e["first_divergent"] is None and e["relowering"]["max_abs_diff_vs_shipped"] <= 1e-5, e["relowering"]
+
+
 def test_coreml_emulator_per_op_outputs_name_the_perturbed_layer(small_vit, val8, tmp_path):
     bad = _export(_faulty(small_vit, "blocks.1.attn.proj"), val8, "coreml", tmp_path / "bad.mlpackage")
     e = explain(small_vit, bad, val8[:4])

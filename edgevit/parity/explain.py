@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from edgevit._utils import EdgeVitError, require
+from edgevit.export.artifact import to_layout
 
 METRIC = "rel_l2"
 # a module's relative L2 error above this is divergence; per precision, well above what healthy artifacts of a
@@ -150,19 +151,22 @@ def explain(
     if artifact.backend not in tracers:
         raise EdgeVitError(f"explain: no tracer for backend {artifact.backend!r}; choose one of {', '.join(tracers)}")
     model = model.eval()
+    layout = getattr(artifact, "layout", "NCHW")  # an NHWC export takes [1, H, W, C]: fed so, compared as NCHW
     if artifact.backend == "executorch":
         info = getattr(artifact, "info", None) or {}
         graph = _pte_graph(
-            Path(artifact.path), model, example, artifact.precision, calib, _artifact_ptq(ptq, info), info
+            Path(artifact.path), model, example, artifact.precision, calib, _artifact_ptq(ptq, info), info, layout
         )
+        feed = lambda a: a  # noqa: E731 -- the re-lowered program takes NCHW; the shipped .pte is fed its layout
     else:
         graph = tracers[artifact.backend](Path(artifact.path), model, example)
+        feed = lambda a: to_layout(a, layout)  # noqa: E731
     ref_names, ref_outputs, ref_inputs = _reference(model, ref_x)  # [module], {module: [n, ...] array}
     chosen, in_tensors = _module_tensors(graph, ref_names)  # module -> (tensor, op); module -> input tensor
     runner = graph.make_runner(sorted({t for t, _ in chosen.values()} | set(in_tensors.values())))
     art_outputs: dict[str, list[np.ndarray]] = {}
     for x in art_x:
-        for t, v in runner(x[None]).items():
+        for t, v in runner(feed(x[None])).items():
             art_outputs.setdefault(t, []).append(v)
     layers = [_compare(INPUT, "preprocess", "input", ref_x, art_x)]
     rows: dict[str, dict] = {}
@@ -437,10 +441,10 @@ def _onnx_graph(path: Path, model, example) -> _Graph:
 
 
 def _tflite_scopes(model) -> dict[str, str]:
-    """litert-torch's scope string (``pkg.Class_attr/pkg.Class_attr``) of every module -> its path."""
-    root = f"{type(model).__module__}.{type(model).__qualname__}"
-    scopes = {root: ""}
-    seg = {"": root}
+    """litert-torch's scope string (``pkg.Class_attr/pkg.Class_attr``) of every module -> its path, without the
+    root's own segment (an NHWC export's root class is the model's channels-last subclass, named differently)."""
+    scopes = {"": ""}
+    seg = {"": ""}
     for name, m in model.named_modules():
         if not name:
             continue
@@ -456,12 +460,16 @@ def _tflite_graph(path: Path, model, example) -> _Graph:
     scopes = _tflite_scopes(model)
 
     def module_of(name: str) -> str | None:
-        base = name.split(";")[0]
-        while base:
+        first, slash, rest = name.split(";")[0].partition("/")
+        if not first.startswith(f"{type(model).__module__}."):  # not scoped under the model: no module
+            return None
+        base = slash + rest  # "/pkg.Class_attr/...", or "" for the root module
+        while True:
             if base in scopes:
                 return scopes[base]
+            if not base:
+                return None
             base = base.rpartition("/")[0]
-        return None
 
     # the XNNPACK delegate keeps no intermediate tensors: LiteRT's built-in kernels run every op for this
     from ai_edge_litert.interpreter import OpResolverType
@@ -620,7 +628,14 @@ def _mil_units(em, qparams: dict[str, tuple]) -> dict[str, float]:
 
 
 def _pte_graph(
-    path: Path, model, example, precision: str = "fp32", calib=None, ptq=None, info: dict | None = None
+    path: Path,
+    model,
+    example,
+    precision: str = "fp32",
+    calib=None,
+    ptq=None,
+    info: dict | None = None,
+    layout: str = "NCHW",
 ) -> _Graph:
     """ExecuTorch: the model re-lowered as the exporter lowers it, with the wanted tensors tapped as extra outputs.
 
@@ -630,6 +645,9 @@ def _pte_graph(
     (``output``) is the *shipped* ``.pte``'s logits, and each run also compares the re-lowering's logits with the
     shipped ones (``relowering`` in the result), so a fault that is in the file but not in this model's lowering
     (other weights, a hand-edited program) shows as ``output`` diverging with every inner layer healthy.
+
+    ``layout`` is the shipped file's input layout (an NHWC export is fed ``[1, H, W, C]``; the re-lowering, from
+    ``model``, takes NCHW).
 
     Quantized artifacts are re-quantized first with the exporter's own quantizer and calibration path
     (:func:`edgevit.export.executorch.quantizer`, :func:`edgevit.quantize.calibrate_pt2e` on ``calib`` with
@@ -642,7 +660,11 @@ def _pte_graph(
 
     from edgevit.export import executorch as et
 
-    shipped = et.load(path, 2)
+    run_shipped = et.load(path, 2)
+
+    def shipped(x: np.ndarray) -> np.ndarray:  # x: NCHW, as the re-lowered program takes it
+        return run_shipped(to_layout(x, layout))
+
     quantized = precision != "fp32"
     why = None
     if quantized and (info or {}).get("method") == "qat":
