@@ -20,7 +20,7 @@ from edgevit._utils import progress_bar
 from edgevit.export import NotRunnable, backend_module, export
 from edgevit.models import create_model
 from edgevit.models.profile import profile
-from edgevit.parity import latency
+from edgevit.parity import distribution, latency
 
 BENCH_BACKENDS = ("eager", "executorch", "tflite", "onnx")
 
@@ -158,24 +158,7 @@ def interleaved_latency(
         for i, run in enumerate(runners):
             time.sleep(0.05)
             samples[i] += latency(run, image, warmup if r == 0 else min(warmup, 2), n)["samples"]
-    out = []
-    for s in samples:
-        t = np.asarray(s)
-        out.append(
-            {
-                "median": float(np.median(t)),
-                "p90": float(np.percentile(t, 90)),
-                "mean": float(t.mean()),
-                "std": float(t.std()),
-                "min": float(t.min()),
-                "max": float(t.max()),
-                "runs": runs,
-                "warmup": warmup,
-                "rounds": rounds,
-                "samples": [round(float(v), 6) for v in t],
-            }
-        )
-    return out
+    return [distribution(s, runs=runs, warmup=warmup, rounds=rounds) for s in samples]
 
 
 def _resolve(backend: str, precision: str, default: dict[str, str]) -> str | None:

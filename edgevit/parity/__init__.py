@@ -211,7 +211,12 @@ def latency(
         t0 = time.perf_counter()
         runner(x)
         times.append((time.perf_counter() - t0) * 1e3)
-    t = np.asarray(times)
+    return distribution(times, runs=runs, warmup=warmup, threads=threads)
+
+
+def distribution(times_ms, **extra) -> dict[str, Any]:
+    """``{"median", "p90", "mean", "std" (population), "min", "max", **extra, "samples"}`` of timings in ms."""
+    t = np.asarray(times_ms)
     return {
         "median": float(np.median(t)),
         "p90": float(np.percentile(t, 90)),
@@ -219,9 +224,7 @@ def latency(
         "std": float(t.std()),
         "min": float(t.min()),
         "max": float(t.max()),
-        "runs": runs,
-        "warmup": warmup,
-        "threads": threads,
+        **extra,
         "samples": [round(float(v), 6) for v in t],
     }
 
