@@ -54,19 +54,16 @@ def export(
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
-    from edgevit.quantize import calibrate_pt2e, capture, is_quantized
+    from edgevit.quantize import is_quantized
 
     quant: dict[str, Any] = {}
     if precision != "fp32" and not is_quantized(model):
-        graph = capture(model, example)
-        model = calibrate_pt2e(graph, quantizer(precision), calib, "executorch", progress=False, config=ptq)
         quant = {
             "quantizer": "XNNPACKQuantizer",
             **(ptq or PTQConfig()).describe(),
             "calib_images": 0 if calib is None else len(calib),
         }
-    ep = torch.export.export(model, (example,))
-    ep = ep.run_decompositions(_XNNPACK_FRIENDLY_DECOMPOSITIONS)
+    ep = prepare(model, example, precision, calib, ptq)
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
     info = get_delegation_info(edge.exported_program().graph_module)
     outside = {
@@ -84,6 +81,24 @@ def export(
         "delegated_nodes": info.num_delegated_nodes,
         "ops_outside_delegate": outside,
     }
+
+
+def prepare(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    precision: str = "fp32",
+    calib: torch.Tensor | None = None,
+    ptq: PTQConfig | None = None,
+) -> torch.export.ExportedProgram:
+    """The program :func:`export` lowers: PT2E-quantized with XNNPACK's quantizer for int8 precisions (unless
+    ``model`` already is), exported and decomposed with the XNNPACK-friendly decompositions. The divergence finder
+    (:mod:`edgevit.parity.explain`) re-lowers this same program with intermediate outputs tapped."""
+    from edgevit.quantize import calibrate_pt2e, capture, is_quantized
+
+    if precision != "fp32" and not is_quantized(model):
+        graph = capture(model, example)
+        model = calibrate_pt2e(graph, quantizer(precision), calib, "executorch", progress=False, config=ptq)
+    return torch.export.export(model, (example,)).run_decompositions(_XNNPACK_FRIENDLY_DECOMPOSITIONS)
 
 
 def _layer_norm_via_mean(x, normalized_shape, weight=None, bias=None, eps=1e-5):

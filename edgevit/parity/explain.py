@@ -656,7 +656,6 @@ def _pte_graph(
     value the next layer reads. Without the calibration images (static int8), or for a QAT-converted file, they are
     compared at the delegate boundary only.
     """
-    import torch
 
     from edgevit.export import executorch as et
 
@@ -688,14 +687,7 @@ def _pte_graph(
             note,
         )
 
-    lowered = model
-    if quantized:  # as edgevit.export.executorch.export quantizes: same quantizer, same calibration path
-        from edgevit.quantize import calibrate_pt2e, capture
-
-        lowered = calibrate_pt2e(
-            capture(model, example), et.quantizer(precision), calib, "executorch", progress=False, config=ptq
-        )
-    ep = torch.export.export(lowered, (example,)).run_decompositions(et._XNNPACK_FRIENDLY_DECOMPOSITIONS)
+    ep = et.prepare(model, example, precision, calib, ptq)  # the program the exporter lowered
     nodes, fx_out = [], None
     for node in ep.graph.nodes:
         if node.op == "output":
