@@ -2,8 +2,9 @@
 
 ``python -m edgevit.bench.ops [--threads 1]`` prints, per case, the best and median wall time of each runtime
 and the ratio of medians. The cases are the pieces a model's gap was found in (issue 3): 3x3 convolutions
-(ExecuTorch 2.3-2.8x of LiteRT on this x86 host), 1x1 convolutions and elementwise ops (at par), LayerNorm as
-``executorch.py`` decomposes it, and a whole transformer block.
+(ExecuTorch 2.3-2.8x of LiteRT on this x86 host: ExecuTorch 1.5.1's 5x16 IGEMM kernel keeps an accumulator on
+the stack, found with ``perf`` + ``objdump``; LiteRT's newer XNNPACK does not), 1x1 convolutions and elementwise ops
+(at par), LayerNorm as ``executorch.py`` decomposes it (~1.7x), and a whole transformer block.
 """
 
 from __future__ import annotations
