@@ -585,6 +585,8 @@ def _record(run_dir: Path, meta: dict, example: torch.Tensor, artifacts: list[Ar
             "mean": meta["mean"],
             "std": meta["std"],
             "scale": "pixel / 255, then (x - mean) / std",
+            # shape and layout are the PyTorch model's; a channels-last export takes its own (NHWC: [1, H, W, C])
+            "per_artifact": "artifacts[].info.input_layout and info.input_shape override layout and shape",
         },
         "output": {"name": "logits", "shape": [1, len(meta["classes"])]},
         "classes": meta["classes"],

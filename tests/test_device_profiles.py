@@ -225,6 +225,14 @@ def test_parity_device_feeds_an_nhwc_export_channels_last(tiny_digits_run, tmp_p
     assert Path(nhwc.path).name == "tflite_fp32_nhwc.tflite" and nhwc.layout == "NHWC"
     manifest = json.loads((run / "artifacts" / "manifest.json").read_text())
     assert [Path(a["path"]).name for a in manifest["artifacts"]] == ["tflite_fp32.tflite", "tflite_fp32_nhwc.tflite"]
+    # what an app reads to feed each file: the NHWC one says so itself, the top-level input says to look there
+    infos = {Path(a["path"]).name: a["info"] for a in manifest["artifacts"]}
+    c, h, w = manifest["input"]["shape"][1:]
+    assert (infos["tflite_fp32_nhwc.tflite"]["input_layout"], infos["tflite_fp32_nhwc.tflite"]["input_shape"]) == (
+        "NHWC",
+        [1, h, w, c],
+    )
+    assert "input_layout" in manifest["input"]["per_artifact"]
 
     report, md = stage_parity(run, progress=False, device="android-midrange")
     doc = report.to_json()
