@@ -18,7 +18,7 @@ demo: $(STAMP)  ## train -> int8 -> export to every backend -> parity report, on
 	@echo "report: $(RUN)/report.md, with plots: $(RUN)/report.html  (machine-readable: $(RUN)/parity.json)"
 
 test: $(STAMP) browser  ## the whole suite, slow end-to-end tests included (what CI runs)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25  # the slowest 25, so a CI log shows where its time goes
 
 test-fast: $(STAMP) browser  ## the inner loop: skips the end-to-end pipeline tests
 	$(BIN)/python -m pytest -q -m "not slow"
