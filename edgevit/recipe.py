@@ -595,6 +595,12 @@ def _record(run_dir: Path, meta: dict, example: torch.Tensor, artifacts: list[Ar
     write_json_atomic(run_dir / "artifacts" / "manifest.json", manifest)
 
 
+def _calib_batch(recipe: Recipe, data: DataSplits) -> torch.Tensor:
+    """The deterministic ``quantize.calib_images`` training images static int8 is calibrated with: by
+    ``stage_export``, and again by ``stage_parity`` when explain re-quantizes a ``.pte`` (they must be the same)."""
+    return calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
+
+
 def _quantized(t: Target) -> bool:
     return t.resolved_precision != DEFAULT_PRECISION[t.backend]
 
@@ -624,7 +630,7 @@ def stage_export(
     calib = None
     mixed = ptq.max_drop is not None and any(_quantized(t) for t in targets)
     if mixed or any(t.resolved_precision in CALIBRATED_PRECISIONS for t in targets):
-        calib = calibration_batch(data.train, ptq.calib_images, seed=recipe.seed)
+        calib = _calib_batch(recipe, data)
     if mixed:
         plan = _plan_mixed_precision(model, data, calib, ptq, progress)
         plan.save(plan_path(run_dir))
@@ -709,7 +715,7 @@ def stage_parity(
     if explain is not False and not getattr(dev, "emulated", False):
         calib = None  # what stage_export calibrated static int8 with (deterministic): explain re-quantizes with it
         if any(a.backend == "executorch" and a.precision in CALIBRATED_PRECISIONS for a in artifacts):
-            calib = calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
+            calib = _calib_batch(recipe, data)
         explain_report(report, artifacts, model, images, app, bool(explain), calib=calib, ptq=recipe.quantize)
     for entry in report.artifacts:
         entry["path"] = str(Path(entry["path"]).relative_to(run_dir))

@@ -658,6 +658,7 @@ def _pte_graph(
     """
 
     from edgevit.export import executorch as et
+    from edgevit.quantize import CALIBRATED_PRECISIONS
 
     run_shipped = et.load(path, 2)
 
@@ -671,7 +672,7 @@ def _pte_graph(
             "it was quantized by QAT, whose converted graph comes from the run's QAT checkpoint, not from this model "
             "and a calibration pass"
         )
-    elif precision == "int8" and calib is None:
+    elif precision in CALIBRATED_PRECISIONS and calib is None:
         why = "explain was not given the calibration images (and PTQ settings) the artifact was quantized with"
     elif precision not in et.PRECISIONS:
         why = f"explain cannot reproduce precision {precision!r}"
