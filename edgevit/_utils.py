@@ -47,11 +47,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
     Works for files and for directories (``.mlpackage``). A crash or an exception leaves any
-    previous artifact at ``path`` untouched and no half-written file behind.
+    previous artifact at ``path`` untouched and no half-written file behind. The temporary directory is named
+    ``.NAME.PID.XXXX``; one left by a process that was killed (``kill -9``: no ``finally`` ran) is removed by the
+    next write of the same ``path`` (a live process's, e.g. a concurrent run's, is left alone).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temps(path)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
     tmp = tmp_dir / path.name
     try:
         yield tmp
@@ -63,6 +66,57 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporary directories :func:`atomic_path` left beside ``path`` in processes that no longer run;
+    returns what was removed."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if tmp.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped, for ``Path.glob``."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail now, before any work, if ``path`` cannot be written: its nearest existing ancestor must be a directory
+    this process can create files in (probed by creating and removing one, which also catches read-only file
+    systems and runs as root). Nothing is created at ``path``.
+
+    Raises:
+        EdgeVitError: naming ``what``, the path and why.
+    """
+    path = Path(path)
+    probe = path if path.is_dir() else path.parent  # a run directory that exists: files go inside it
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise EdgeVitError(f"cannot write {what} {path}: {probe} is a file, not a directory")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".edgevit-write-check.", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise EdgeVitError(f"cannot write {what} {path}: {probe} is not writable ({e.strerror})") from None
+    return path
 
 
 def _default_permissions(path: Path) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import typer
 
-from edgevit._utils import EdgeVitError
+from edgevit._utils import EdgeVitError, check_writable
+from edgevit.backends import all_precisions, list_backends
 
 app = typer.Typer(
     name="edgevit",
@@ -27,22 +28,9 @@ app = typer.Typer(
 )
 
 
-class BackendName(str, Enum):
-    executorch = "executorch"
-    tflite = "tflite"
-    coreml = "coreml"
-    onnx = "onnx"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-    int8_dynamic = "int8-dynamic"
-    w8 = "w8"
-    w4 = "w4"
-    w4_lut = "w4-lut"
-    sparse = "sparse"
+# the choices come from the backend registry (edgevit.backends): a new backend is a valid --backend the day it lands
+BackendName = Enum("BackendName", {b: b for b in list_backends()}, type=str)
+Precision = Enum("Precision", {p.replace("-", "_"): p for p in all_precisions()}, type=str)
 
 
 def _echo(msg: str) -> None:
@@ -161,6 +149,7 @@ def train_cmd(
     from edgevit.recipe import Recipe, stage_qat, stage_train
 
     r = Recipe.load(recipe)
+    check_writable(out, "run directory")
     if not (qat and (out / "model.safetensors").is_file()):
         main = os.environ.get("RANK", "0") == "0"  # under torchrun every process trains; rank 0 reports
         top1 = stage_train(r, out, resume=resume, progress=main)
@@ -193,8 +182,7 @@ def quantize_cmd(
     """
     from pydantic import ValidationError
 
-    from edgevit.export import DEFAULT_PRECISION
-    from edgevit.recipe import Recipe, Target, stage_export
+    from edgevit.recipe import Target, load_run, stage_export
 
     if (backend is None) != (precision is None):
         raise EdgeVitError("give both --backend and --precision, or neither (all quantized targets of the recipe)")
@@ -204,8 +192,8 @@ def quantize_cmd(
         except ValidationError as e:  # the message names the precisions the backend takes
             raise EdgeVitError(e.errors()[0]["msg"].removeprefix("Value error, ")) from e
     else:
-        recipe = Recipe.load(run_dir / "recipe.yaml")
-        targets = [t for t in recipe.export.targets if t.resolved_precision != DEFAULT_PRECISION[t.backend]]
+        recipe = load_run(run_dir)
+        targets = [t for t in recipe.export.targets if t.quantized]
         if not targets:
             raise EdgeVitError(f"{run_dir}/recipe.yaml has no quantized export targets; use --backend/--precision")
     for art in stage_export(run_dir, targets, max_drop=max_drop):
@@ -244,10 +232,18 @@ def export_cmd(
         return
     if not (model and backend and out):
         raise EdgeVitError("export needs RUN_DIR, or all of --model, --backend and --out")
-    from edgevit.export import DEFAULT_PRECISION, export
+    from edgevit.backends import get_backend
+    from edgevit.export import export
     from edgevit.models import create_model, load_model
+    from edgevit.quantize import CALIBRATED_PRECISIONS
 
-    prec = precision.value if precision else DEFAULT_PRECISION[backend.value]
+    b = get_backend(backend.value)
+    prec = precision.value if precision else b.default_precision
+    if prec not in b.precisions:
+        raise EdgeVitError(f"{b.name} exports {', '.join(b.precisions)}, not {prec!r}")
+    if out.suffix != b.suffix:
+        raise EdgeVitError(f"{b.name} artifacts end in {b.suffix}; got --out {out}")
+    check_writable(out, "--out")
     if Path(model).exists():
         net, meta = load_model(model)
         mean, std = meta.get("mean"), meta.get("std")
@@ -260,8 +256,6 @@ def export_cmd(
         mean, std = net.default_cfg["mean"], net.default_cfg["std"]
     c, h, w = net.default_cfg["input_size"]
     example = _calibration(calib_dir, h, mean, std, 1)
-    from edgevit.quantize import CALIBRATED_PRECISIONS
-
     calib = _calibration(calib_dir, h, mean, std, calib_images) if prec in CALIBRATED_PRECISIONS else None
     art = export(net, example, backend.value, out, prec, calib=calib)
     _echo(f"{art.backend} {art.precision}: {art.path}")
@@ -370,6 +364,7 @@ def prune_cmd(
     from edgevit.recipe import load_run, stage_prune
 
     recipe = load_run(run_dir)
+    check_writable(out, "--out")
     cfg = _override(recipe.prune, ratio=ratio, importance=importance, global_pruning=global_pruning)
     s = stage_prune(run_dir, out, cfg, resume=resume, epochs=epochs)
     heads = ", ".join(f"{k}: {a}->{b}" for k, (a, b) in list(s["heads"].items())[:4])
@@ -394,6 +389,7 @@ def sparsify_cmd(
     from edgevit.recipe import load_run, stage_sparsify
 
     recipe = load_run(run_dir)
+    check_writable(out, "--out")
     cfg = _override(recipe.sparsify, sparsity=sparsity)
     s = stage_sparsify(run_dir, out, cfg, resume=resume, epochs=epochs)
     _echo(f"sparsity {s['sparsity']:.3f}; val top-1 {s['source_val_top1']:.2f}% -> {s['val_top1']:.2f}%  model: {out}")
@@ -425,6 +421,7 @@ def compress_report_cmd(
     """
     from edgevit.parity.compress import compress_report
 
+    check_writable(out if out else run_dirs[0], "--out")
     md, png, rows = compress_report(run_dirs, out, threads=threads, runs=runs)
     for r in rows:
         star = "*" if r["pareto"] else " "
@@ -443,7 +440,9 @@ def run_cmd(
     """train -> quantize + export (each backend's own quantizer) -> parity, into OUT. Exits 1 if parity fails."""
     from edgevit.recipe import Recipe, run
 
-    report, md = run(Recipe.load(recipe), out, resume=resume)
+    r = Recipe.load(recipe)
+    check_writable(out, "run directory")
+    report, md = run(r, out, resume=resume)
     _summary(report, md)
     if not report.passed:
         raise typer.Exit(1)
@@ -503,24 +502,42 @@ def _explained(report) -> None:
         _echo(f"explain {name}: {summary(e)}")
 
 
-def main() -> None:
-    """Entry point: one-line errors and a non-zero exit for bad input, never a traceback."""
-    import click
-
+def _cli_error_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """``(usage errors, aborts)`` of the CLI library in use: typer >= 0.29 vendors click (``typer._click``), whose
+    exceptions derive from ``typer.TyperException``; older typer raises the ``click`` package's. Both are handled,
+    so a usage error is click's one-line message, never a traceback, whichever is installed."""
+    usage: list[type] = [t for t in (getattr(typer, "TyperException", None),) if t]
+    aborts: list[type] = [typer.Abort]
     try:
-        rc = app(standalone_mode=False)
-    except click.exceptions.Abort:
-        _echo("interrupted")
-        sys.exit(130)
-    except click.ClickException as e:
+        import click  # noqa: PLC0415 -- optional: typer >= 0.29 no longer needs it
+
+        usage.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(aborts)
+
+
+_INTERRUPTED = "interrupted; completed checkpoints and artifacts are intact (training resumes with --resume)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-line errors and a non-zero exit for bad input, never a traceback."""
+    usage, aborts = _cli_error_types()
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except usage as e:
         e.show()
-        sys.exit(e.exit_code)
+        sys.exit(getattr(e, "exit_code", 2))
+    except aborts:  # Ctrl-C inside the command: the CLI library turns KeyboardInterrupt into Abort
+        _echo(_INTERRUPTED)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _echo(_INTERRUPTED)
+        sys.exit(130)
     except EdgeVitError as e:
         _echo(f"error: {e}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        _echo("interrupted; completed checkpoints and artifacts are intact (train resumes with --resume)")
-        sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

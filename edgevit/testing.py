@@ -27,6 +27,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from edgevit._utils import EdgeVitError
+from edgevit.backends import NotRunnable, get_backend, list_backends
+from edgevit.data import DataSplits, digits
+from edgevit.export import Artifact
+from edgevit.parity import DEFAULT_TOLERANCES, ParityConfig, Tolerance, artifact_runner, judge, metrics, run_all
+from edgevit.rundir import read_manifest
+
 __all__ = ["assert_parity", "infer_artifact"]
 
 _SHOW_IMAGES = 5  # disagreeing images listed in the failure message
@@ -43,36 +54,28 @@ def infer_artifact(path: str | Path, precision: str | None = None):
     Raises:
         EdgeVitError: the file does not exist or its suffix is not an edgevit backend's.
     """
-    from edgevit._utils import EdgeVitError, read_json
-    from edgevit.export.artifact import BACKENDS, DEFAULT_PRECISION, Artifact, backend_module
-
     path = Path(path)
     if not path.exists():
         raise EdgeVitError(f"artifact not found: {path}")
-    suffixes = {backend_module(b).SUFFIX: b for b in BACKENDS}
+    suffixes = {get_backend(b).suffix: b for b in list_backends()}
     backend = suffixes.get(path.suffix)
     if backend is None:
         raise EdgeVitError(
             f"cannot tell the backend of {path}: its suffix {path.suffix!r} is none of {', '.join(sorted(suffixes))}"
         )
-    for manifest in (path.parent / "manifest.json", path.parent / "artifacts" / "manifest.json"):
-        if not manifest.is_file():
-            continue
-        run_dir = manifest.parent.parent
-        for entry in read_json(manifest, "artifact manifest").get("artifacts", []):
+    for run_dir in (path.parent.parent, path.parent):  # the file in RUN/artifacts/, or RUN itself
+        for entry in read_manifest(run_dir)["artifacts"]:
             if (run_dir / entry["path"]).resolve() == path.resolve() and entry.get("backend") == backend:
                 return Artifact(backend, precision or entry["precision"], path, entry.get("info", {}))
     if precision is None:
         tokens = path.name[: -len(path.suffix)].split("_")
-        named = [p for p in backend_module(backend).PRECISIONS if p in tokens]
-        precision = max(named, key=len) if named else DEFAULT_PRECISION[backend]
+        named = [p for p in get_backend(backend).precisions if p in tokens]
+        precision = max(named, key=len) if named else get_backend(backend).default_precision
     return Artifact(backend, precision, path)
 
 
 def _as_artifact(artifact: Any, precision: str | None):
     """``artifact`` as an :class:`~edgevit.export.Artifact` (paths via :func:`infer_artifact`)."""
-    from edgevit.export.artifact import Artifact
-
     if isinstance(artifact, Artifact):
         return Artifact(artifact.backend, precision, artifact.path, artifact.info) if precision else artifact
     if isinstance(artifact, (str, Path)):
@@ -82,12 +85,6 @@ def _as_artifact(artifact: Any, precision: str | None):
 
 def _as_arrays(dataset: Any, max_images: int | None):
     """``([N, C, H, W] float32 images, [N] int labels or None)`` from any of the accepted dataset forms."""
-    import numpy as np
-    import torch
-
-    from edgevit._utils import EdgeVitError
-    from edgevit.data import DataSplits
-
     def arr(x) -> np.ndarray:
         return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -131,11 +128,6 @@ def _as_arrays(dataset: Any, max_images: int | None):
 
 def _as_tolerance(tolerance: Any, precision: str):
     """``(Tolerance, description)``: a Tolerance, a precision name, or a dict overriding the precision's default."""
-    from pydantic import ValidationError
-
-    from edgevit._utils import EdgeVitError
-    from edgevit.parity import DEFAULT_TOLERANCES, ParityConfig, Tolerance
-
     if isinstance(tolerance, Tolerance):
         return tolerance, "given"
     if tolerance is None:
@@ -160,8 +152,6 @@ def _as_tolerance(tolerance: Any, precision: str):
 def _diff(art, execution, tol, tol_name, m, failures, ref_top1, ref_logits, logits, labels) -> str:
     """The failure message: each violated bound (``failures``: :class:`edgevit.parity.Violation` s), the
     disagreeing images and where the largest error is."""
-    import numpy as np
-
     n = len(logits)
     ref_cls, got_cls = ref_logits.argmax(-1), logits.argmax(-1)
     bad = np.flatnonzero(ref_cls != got_cls)
@@ -230,12 +220,6 @@ def assert_parity(
             much, how many images disagree and the first few of them), or it cannot run here.
         EdgeVitError: the artifact is missing or of an unknown kind, or the data or tolerance is malformed.
     """
-    import numpy as np
-    import torch
-
-    from edgevit.export.artifact import NotRunnable
-    from edgevit.parity import artifact_runner, judge, metrics, run_all
-
     art = _as_artifact(artifact, precision)
     images, labels = _as_arrays(dataset, max_images)
     tol, tol_name = _as_tolerance(tolerance, art.precision)
@@ -315,8 +299,6 @@ if pytest is not None:
         Override it in your ``conftest.py`` to return your own validation data (any form ``assert_parity``
         takes), preprocessed as your model expects.
         """
-        from edgevit.data import digits
-
         return digits(img_size=32).val
 
     @pytest.fixture

@@ -76,10 +76,11 @@ def test_raspberry_pi_profile_runs_on_the_emulated_arm64_target(arm64_ready, sma
     from edgevit.export import Artifact
     from edgevit.parity import check
     from edgevit.parity.devices import get_device
-    from edgevit.recipe import _manifest, _trained
+    from edgevit.recipe import trained
+    from edgevit.rundir import manifest_artifacts
 
-    recipe, model, data, meta = _trained(small_run)
-    artifacts = [Artifact.from_json(a, root=small_run) for a in _manifest(small_run)["artifacts"]]
+    recipe, model, data, meta = trained(small_run)
+    artifacts = manifest_artifacts(small_run)
     images = np.stack([data.val[i][0].numpy() for i in range(60)])
     labels = np.array([int(data.val[i][1]) for i in range(60)])
     dev = get_device("raspberry-pi")

@@ -1,4 +1,4 @@
-"""The Core ML emulator (``edgevit.parity.coreml``): each op against NumPy/PyTorch, fp16 rounding, whole models.
+"""The Core ML emulator (``edgevit.backends.coreml.emulator``): each op against NumPy/PyTorch, fp16 rounding, whole models.
 
 Ops are tested on tiny MIL programs built with coremltools' Builder. Whole models: one small config per family
 converted to an fp32 ML Program must match PyTorch within 1e-4 (relative to the largest logit); the same program
@@ -23,7 +23,7 @@ from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
 from edgevit._utils import EdgeVitError  # noqa: E402
-from edgevit.parity.coreml import OPS, Emulator, emulate  # noqa: E402
+from edgevit.backends.coreml.emulator import OPS, Emulator, emulate  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

@@ -216,10 +216,10 @@ def test_parity_device_feeds_an_nhwc_export_channels_last(tiny_digits_run, tmp_p
     from conftest import copy_run
 
     from edgevit.export import Artifact
-    from edgevit.recipe import Target, _trained, stage_export, stage_parity
+    from edgevit.recipe import Target, stage_export, stage_parity, trained
 
     run = copy_run(tiny_digits_run, tmp_path / "run", ["tflite_fp32.tflite"])
-    _, _, data, _ = _trained(run)
+    _, _, data, _ = trained(run)
     # the recipe key export.targets[].layout, exported into the run as `edgevit export` does
     (nhwc,) = stage_export(run, [Target(backend="tflite", precision="fp32", layout="NHWC")], progress=False)
     assert Path(nhwc.path).name == "tflite_fp32_nhwc.tflite" and nhwc.layout == "NHWC"

@@ -16,8 +16,10 @@ import torch
 from conftest import randomize_
 
 from edgevit import create_model
-from edgevit.export import Artifact, backend_module
-from edgevit.parity.explain import _compare, _first_divergent, _layouts, _reference, app_inputs, explain
+from edgevit.backends import get_backend
+from edgevit.export import Artifact
+from edgevit.parity import app_inputs
+from edgevit.parity.explain import compare, explain, first_divergent, layouts, reference_outputs
 from edgevit.quantize import PTQConfig
 
 LEAVES = [
@@ -56,19 +58,19 @@ def _faulty(model, module: str, scale: float = 1.5):
 
 
 def _export(model, images, backend, path, precision=None):
-    mod = backend_module(backend)
-    mod.export(model, torch.from_numpy(images[:1]), path, **({"precision": precision} if precision else {}))
-    return Artifact(backend, precision or ("fp16" if backend == "coreml" else "fp32"), path)
+    precision = precision or get_backend(backend).default_precision
+    get_backend(backend).convert(model, torch.from_numpy(images[:1]), path, precision)
+    return Artifact(backend, precision, path)
 
 
 def test_layouts_match_nhwc_and_split_heads():
     ref = np.arange(2 * 8 * 3 * 5, dtype=np.float64).reshape(2, 8, 3, 5)  # [n, C, H, W]
     nhwc = ref.transpose(0, 2, 3, 1)  # what LiteRT stores around a conv
-    assert any(np.array_equal(c, ref) for c in _layouts(nhwc, ref.shape[1:]))
+    assert any(np.array_equal(c, ref) for c in layouts(nhwc, ref.shape[1:]))
     tokens = np.arange(2 * 17 * 6, dtype=np.float64).reshape(2, 1, 17, 6)
     split = tokens.reshape(2, 1, 17, 2, 3)  # [B, N, h, d] vs [B, N, C]: same memory order
-    assert any(np.array_equal(c, tokens[:, 0]) for c in _layouts(split, (17, 6)))
-    assert _layouts(np.zeros((2, 5)), (3,)) == []  # sizes differ: no arrangement
+    assert any(np.array_equal(c, tokens[:, 0]) for c in layouts(split, (17, 6)))
+    assert layouts(np.zeros((2, 5)), (3,)) == []  # sizes differ: no arrangement
 
 
 def test_reference_keeps_patches_folded_into_the_batch_per_image():
@@ -84,18 +86,18 @@ def test_reference_keeps_patches_folded_into_the_batch_per_image():
             return self.fc(x.reshape(4, 2, 8)).reshape(1, -1)
 
     x = np.random.default_rng(0).standard_normal((3, 4, 2, 8)).astype(np.float32)
-    names, outs, ins = _reference(Folded().eval(), x)
+    names, outs, ins = reference_outputs(Folded().eval(), x)
     assert outs["fc"].shape == (3, 4, 2, 8) and ins["fc"].shape == (3, 4, 2, 8) and outs[""].shape == (3, 64)
-    row = _compare("fc", "linear", "t", outs["fc"], [o.reshape(4, 16) for o in outs["fc"]])
+    row = compare("fc", "linear", "t", outs["fc"], [o.reshape(4, 16) for o in outs["fc"]])
     assert row is not None and row["rel_err"] == 0.0
 
 
 def test_first_divergent_needs_the_error_carried_on():
     rows = [{"module": m, "rel_err": e} for m, e in [("a", 1e-7), ("ln", 2e-2), ("b", 1e-7), ("c", 0.5), ("d", 0.4)]]
-    first = _first_divergent(rows, 1e-3)
+    first = first_divergent(rows, 1e-3)
     assert first["module"] == "c" and rows[1]["carried"] is False  # ln: over, but the next layer is fine again
-    assert _first_divergent(rows[:3], 1e-3) is None
-    assert _first_divergent([{"module": "out", "rel_err": 1.0}], 1e-3)["module"] == "out"  # the last row counts
+    assert first_divergent(rows[:3], 1e-3) is None
+    assert first_divergent([{"module": "out", "rel_err": 1.0}], 1e-3)["module"] == "out"  # the last row counts
 
 
 def test_app_inputs_follow_the_manifest_and_map_back(val8):
@@ -204,7 +206,7 @@ def test_executorch_relowering_maps_every_layer_and_matches_the_shipped_pte(smal
 def test_executorch_fault_in_the_lowering_is_named_at_its_layer(small_vit, val8, tmp_path, monkeypatch):
     """A wrong XNNPACK-friendly LayerNorm decomposition (uncentred variance) ships in the .pte; explain names the
     first LayerNorm, the re-lowering reproduces the shipped program (the fault is in the pipeline, not the file)."""
-    from edgevit.export import executorch as et
+    from edgevit.backends.executorch import convert as et
 
     def bad_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         x4 = x.reshape(1, -1, 1, x.shape[-1])  # [..., C] -> [1, M, 1, C], as the real one
@@ -214,9 +216,9 @@ def test_executorch_fault_in_the_lowering_is_named_at_its_layer(small_vit, val8,
         stat = (*x.shape[:-1], 1)
         return y, mu.reshape(stat), rstd.reshape(stat)
 
-    monkeypatch.setitem(et._XNNPACK_FRIENDLY_DECOMPOSITIONS, torch.ops.aten.native_layer_norm.default, bad_layer_norm)
+    monkeypatch.setitem(et.XNNPACK_FRIENDLY_DECOMPOSITIONS, torch.ops.aten.native_layer_norm.default, bad_layer_norm)
     monkeypatch.setitem(
-        et._XNNPACK_FRIENDLY_DECOMPOSITIONS,
+        et.XNNPACK_FRIENDLY_DECOMPOSITIONS,
         torch.ops.aten.layer_norm.default,
         lambda x, s, w, b, eps=1e-5, *_: bad_layer_norm(x, s, w, b, eps)[0],
     )
@@ -246,7 +248,7 @@ def test_executorch_int8_is_requantized_and_explained_per_layer(small_vit, val8,
     exactly (measured: max abs diff 0.0). The int8 conv's 4-D output cannot be tapped (XNNPACK's channels-last
     pass) and is listed as unmapped."""
     calib = torch.from_numpy(val8)
-    backend_module("executorch").export(small_vit, calib[:1], tmp_path / "int8.pte", "int8", calib=calib)
+    get_backend("executorch").convert(small_vit, calib[:1], tmp_path / "int8.pte", "int8", calib=calib)
     art = Artifact("executorch", "int8", tmp_path / "int8.pte", {"method": "pt2e"})
     e = explain(small_vit, art, val8[:4], calib=calib, ptq=PTQConfig())
     modules = [r["module"] for r in e["layers"]]
@@ -278,8 +280,8 @@ def test_coreml_rescaled_residual_add_is_read_in_real_units():
     ct = pytest.importorskip("coremltools")
     from coremltools.converters.mil import Builder as mb
 
-    from edgevit.parity.coreml import Emulator
-    from edgevit.parity.explain import _mil_qparams, _mil_units
+    from edgevit.backends.coreml.emulator import Emulator
+    from edgevit.backends.coreml.trace import mil_qparams, mil_units
 
     s_a, s_b, s_out = 0.02, 0.0025, 0.03
 
@@ -294,7 +296,7 @@ def test_coreml_rescaled_residual_add_is_read_in_real_units():
         return mb.dequantize(input=q, scale=s_out, zero_point=np.int8(0), name="out")
 
     em = Emulator(prog)
-    units = _mil_units(em, _mil_qparams(em))
+    units = mil_units(em, mil_qparams(em))
     assert {k: round(v, 6) for k, v in units.items()} == {"da": s_b, "db": s_b, "total": s_b, "q": s_b}, units
     rng = np.random.default_rng(0)
     a, b = rng.uniform(-2, 2, (2, 8)).astype(np.float32), rng.uniform(-0.3, 0.3, (2, 8)).astype(np.float32)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from edgevit import EdgeVitError
-from edgevit.export import Artifact, NotRunnable, backend_module, export
+from edgevit.backends import get_backend
+from edgevit.export import Artifact, NotRunnable, export
 
 RUNNABLE_HERE = ["executorch", "tflite", "onnx"]
 
@@ -18,7 +19,7 @@ def _images(digits32, n=16):
 def test_fp32_artifact_matches_pytorch(backend, tiny_vit, digits32, tmp_path):
     images = _images(digits32)
     example = torch.from_numpy(images[:1])
-    art = export(tiny_vit, example, backend, tmp_path / f"m{backend_module(backend).SUFFIX}")
+    art = export(tiny_vit, example, backend, tmp_path / f"m{get_backend(backend).suffix}")
     assert art.path.is_file() and art.precision == "fp32"
     run = art.load(threads=2)
     with torch.no_grad():
@@ -39,13 +40,13 @@ def test_executorch_reports_delegation(tiny_vit, digits32, tmp_path):
 @pytest.mark.parametrize("normalized_shape", [(6,), (7, 6)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_xnnpack_friendly_layer_norm_equals_aten(normalized_shape, affine):
-    from edgevit.export.executorch import _layer_norm_via_mean
+    from edgevit.backends.executorch.convert import layer_norm_via_mean
 
     torch.manual_seed(0)
     x = torch.randn(2, 5, 7, 6) * 3 + 1
     w = torch.randn(normalized_shape) if affine else None
     b = torch.randn(normalized_shape) if affine else None
-    got = _layer_norm_via_mean(x, normalized_shape, w, b, 1e-6)
+    got = layer_norm_via_mean(x, normalized_shape, w, b, 1e-6)
     want = torch.ops.aten.native_layer_norm(x, normalized_shape, w, b, 1e-6)
     for g, r in zip(got, want, strict=True):
         assert g.shape == r.shape
@@ -65,13 +66,14 @@ def test_coreml_package_converts_and_says_it_cannot_run_here(tiny_vit, digits32,
     assert [o.name for o in spec.description.output] == ["logits"]
     if platform.system() != "Darwin":
         with pytest.raises(NotRunnable, match="macOS"):
-            art.load()
+            art.load(emulate=False)
+        assert art.load().execution.startswith("emulated (NumPy MIL interpreter")  # the fallback: the emulator
 
 
 def test_failed_export_leaves_previous_artifact_intact(tiny_vit, digits32, tmp_path, monkeypatch):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"previous good artifact")
-    mod = backend_module("onnx")
+    onnx = get_backend("onnx")
 
     def crash(model, example, path, precision, calib, ptq):
         from edgevit._utils import atomic_path
@@ -80,7 +82,7 @@ def test_failed_export_leaves_previous_artifact_intact(tiny_vit, digits32, tmp_p
             tmp.write_bytes(b"half written")
             raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(mod, "export", crash)
+    monkeypatch.setattr(onnx, "convert", crash)
     with pytest.raises(EdgeVitError, match="onnx export failed.*killed mid-write"):
         export(tiny_vit, digits32.val[0][0][None].clone(), "onnx", target)
     assert target.read_bytes() == b"previous good artifact"
@@ -126,7 +128,7 @@ def test_unsupported_op_is_named_with_module_path_before_calibration(
     calibrated = []
     monkeypatch.setattr(q, "calibrate_pt2e", lambda *a, **k: calibrated.append(1))
     calib = torch.stack([digits32.train[i][0] for i in range(8)])
-    path = tmp_path / f"m{backend_module(backend).SUFFIX}"
+    path = tmp_path / f"m{get_backend(backend).suffix}"
     with pytest.raises(EdgeVitError) as err:
         export(model, calib[:1], backend, path, "int8", calib=calib)
     msg = str(err.value)
@@ -156,7 +158,7 @@ def test_nhwc_export_takes_channels_last_images_and_names_a_wrong_layout(backend
     inside ExecuTorch's single XNNPACK partition and LiteRT folds it into its own input transpose."""
     images = _images(digits32)
     example = torch.from_numpy(images[:1])
-    suffix = backend_module(backend).SUFFIX
+    suffix = get_backend(backend).suffix
     nchw = export(tiny_vit, example, backend, tmp_path / f"nchw{suffix}")
     nhwc = export(tiny_vit, example, backend, tmp_path / f"nhwc{suffix}", layout="NHWC")
     assert (nchw.layout, nchw.info["input_shape"]) == ("NCHW", [1, 3, 32, 32])
@@ -181,7 +183,7 @@ def test_nhwc_export_takes_channels_last_images_and_names_a_wrong_layout(backend
         assert nhwc.info["partitions"] == 1 and nhwc.info["ops_outside_delegate"] == {}
         assert nhwc.info["delegated_nodes"] == nchw.info["delegated_nodes"] + 1  # the permute, delegated
     if backend == "tflite":
-        from edgevit.export.tflite import interpreter_class
+        from edgevit.backends.tflite.runtime import interpreter_class
 
         def transposes(art):
             interp = interpreter_class()(model_path=str(art.path))

@@ -15,7 +15,8 @@ import torch
 from conftest import randomize_
 
 from edgevit import create_model, list_models
-from edgevit.export import backend_module, export
+from edgevit.backends import get_backend
+from edgevit.export import export
 from edgevit.models.profile import profile
 
 NOT_IN_TESTS = {"vit_giant_patch14", "vit_gigantic_patch14"}  # 1-2 B params: counted, not run
@@ -49,12 +50,12 @@ def _check(name: str, img_size: int, backends, tmp_path):
         ref = model(x).numpy()
     scale = np.abs(ref).max()
     for backend in backends:
-        art = export(model, x, backend, tmp_path / f"{name}_{img_size}{backend_module(backend).SUFFIX}")
+        art = export(model, x, backend, tmp_path / f"{name}_{img_size}{get_backend(backend).suffix}")
         if backend == "executorch":
             assert art.info["ops_outside_delegate"] == {}, f"{name}: ops left outside XNNPACK"
             assert art.info["partitions"] == 1, f"{name}: {art.info['partitions']} XNNPACK partitions"
-        if backend == "coreml":  # fp16 compute; run by the NumPy emulator (edgevit.parity.coreml) on any OS
-            from edgevit.parity.coreml import runner
+        if backend == "coreml":  # fp16 compute; run by the NumPy emulator (edgevit.backends.coreml.emulator) on any OS
+            from edgevit.backends.coreml.emulator import emulate_artifact as runner
 
             err = np.abs(runner(art.path)(x.numpy()) - ref).max() / scale
             assert err <= 1e-2, f"{name} on coreml (fp16, emulated): relative error {err:.2e}"

@@ -24,7 +24,7 @@ def _quantized_linears(graph: torch.fx.GraphModule) -> dict[str, bool]:
 
 
 def test_keep_float_modules_stay_float_in_the_xnnpack_graph(tiny_vit, digits32):
-    from edgevit.export.executorch import quantizer
+    from edgevit.backends.executorch.quantizer import quantizer
 
     calib = calibration_batch(digits32.train, 4)
     cfg = PTQConfig(keep_float=["blocks.0.mlp"])
@@ -68,7 +68,7 @@ def test_layer_groups_follow_the_model_structure(tiny_vit):
 
 
 def test_sensitivity_plan_is_deterministic(tiny_vit, digits32):
-    from edgevit.export.executorch import quantizer
+    from edgevit.backends.executorch.quantizer import quantizer
 
     calib = calibration_batch(digits32.train, 4)
     images = torch.stack([digits32.val[i][0] for i in range(40)])
@@ -104,7 +104,7 @@ def test_plan_meets_max_drop_where_plain_int8_does_not_on_every_backend(quicksta
     """A trained model whose block-1 attention int8 breaks: the plan finds it, keeps it float, and the ExecuTorch,
     TFLite and ONNX int8 artifacts with that plan stay within max_drop on real digits."""
     from edgevit.data import digits
-    from edgevit.export.executorch import quantizer
+    from edgevit.backends.executorch.quantizer import quantizer
     from edgevit.models import load_model
 
     model, meta = load_model(quickstart_run)

@@ -102,7 +102,7 @@ def test_rgb_bgr_swap_is_invisible_on_grey_digits_and_caught_on_tinted_ones(run,
     from onnx import helper, numpy_helper
 
     from edgevit.parity.explain import explain
-    from edgevit.recipe import _trained
+    from edgevit.recipe import trained
 
     _, art = _copy(run, tmp_path, "onnx_fp32.onnx")
 
@@ -117,7 +117,7 @@ def test_rgb_bgr_swap_is_invisible_on_grey_digits_and_caught_on_tinted_ones(run,
         onnx.checker.check_model(proto)
 
     _onnx_edit(art.path, swap_channels)
-    _, _, data, _ = _trained(run)
+    _, _, data, _ = trained(run)
     grey = np.stack([data.val[i][0].numpy() for i in range(len(data.val))])
     labels = np.array([int(data.val[i][1]) for i in range(len(data.val))])
     palette = np.array([[1.0, 0.2, 0.1], [0.1, 0.3, 1.0], [0.9, 0.8, 0.1], [0.2, 1.0, 0.3], [1.0, 0.1, 0.8]])
@@ -190,11 +190,11 @@ def test_int8_weight_scale_off_by_two_is_named(run, model, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from edgevit.parity.explain import _onnx_scopes
+    from edgevit.backends.onnx.trace import onnx_scopes
 
     dst, art = _copy(run, tmp_path, "onnx_int8.onnx")
     fp32 = onnx.load(str(run / "artifacts" / "onnx_fp32.onnx"))
-    by_node, _ = _onnx_scopes(fp32)  # ORT's quantizer keeps the fp32 node names (fusions add "/...")
+    by_node, _ = onnx_scopes(fp32)  # ORT's quantizer keeps the fp32 node names (fusions add "/...")
     target = "blocks.0.mlp.fc1"
 
     def double_scale(proto):

@@ -145,7 +145,7 @@ def test_check_flags_a_faulty_artifact_and_emulates_core_ml_off_macos(digits32, 
 
     import torch
 
-    from edgevit.export import backend_module
+    from edgevit.backends import get_backend
 
     images = np.stack([digits32.val[i][0].numpy() for i in range(40)])
     labels = np.array([int(digits32.val[i][1]) for i in range(40)])
@@ -159,12 +159,12 @@ def test_check_flags_a_faulty_artifact_and_emulates_core_ml_off_macos(digits32, 
     coreml = Artifact("coreml", "fp16", tmp_path / "m.mlpackage")
     example = torch.from_numpy(images[:1])
     for a in (onnx, bad, coreml):
-        backend_module(a.backend).export(tiny_vit, example, a.path)
+        get_backend(a.backend).convert(tiny_vit, example, a.path, a.precision)
     faulty = tiny_vit.__class__(tiny_vit.cfg)
     faulty.load_state_dict(tiny_vit.state_dict())
     with torch.no_grad():
         faulty.head.bias[3] += 10.0  # one class always wins
-    backend_module("onnx").export(faulty.eval(), example, bad.path)
+    get_backend("onnx").convert(faulty.eval(), example, bad.path, "fp32")
     report = check([onnx, bad, coreml], images, labels, ref, ParityConfig(warmup=1, runs=3), progress=False)
     good_row, bad_row, coreml_row = report.artifacts
     assert good_row["passed"] is True and good_row["agreement"] == 1.0
@@ -217,7 +217,8 @@ def test_core_ml_compute_units_set_the_emulated_precision(digits32, tiny_vit, tm
     from conftest import randomize_
 
     from edgevit.export import export
-    from edgevit.parity import ParityConfig, check, emulated_runner
+    from edgevit.backends import get_backend
+    from edgevit.parity import ParityConfig, check
     from edgevit.parity.devices import DeviceProfile, ProfileDevice
 
     randomize_(tiny_vit)
@@ -232,7 +233,7 @@ def test_core_ml_compute_units_set_the_emulated_precision(digits32, tiny_vit, tm
     scale = float(np.abs(ref).max())
 
     def logits(art, units):
-        run = emulated_runner(art, units)
+        run = get_backend("coreml").emulate(art.path, units)
         return np.concatenate([run(img[None]) for img in images]), run.execution
 
     cpu, cpu_how = logits(fp32, "CPU_ONLY")

@@ -105,12 +105,13 @@ def test_taylor_importance_uses_labelled_batches(digits32):
 
 @pytest.mark.parametrize("backend", ["executorch", "tflite", "onnx"])
 def test_pruned_vit_exports_and_matches_eager(backend, digits32, tmp_path):
-    from edgevit.export import backend_module, export
+    from edgevit.backends import get_backend
+    from edgevit.export import export
 
     model = _vit()
     prune_(model, PruneConfig(ratio=0.3), _images(digits32, 1))
     x = _images(digits32)
-    art = export(model, x[:1], backend, tmp_path / f"m{backend_module(backend).SUFFIX}")
+    art = export(model, x[:1], backend, tmp_path / f"m{get_backend(backend).suffix}")
     run = art.load(threads=2)
     with torch.no_grad():
         ref = model(x).numpy()

@@ -16,6 +16,7 @@ from torch.utils.data import Subset
 
 import edgevit.train.loop as loop
 from edgevit import EdgeVitError, create_model
+from edgevit.backends import get_backend
 from edgevit.data import DataSplits
 from edgevit.quantize.qat import (
     QATConfig,
@@ -25,11 +26,12 @@ from edgevit.quantize.qat import (
     freeze_observers,
     load_qat,
     prepare_qat,
-    qat_quantizer,
     train_qat,
 )
 from edgevit.train import TrainConfig, load_checkpoint, predict, save_checkpoint, top1, train
 from edgevit.train.distill import distillation_loss
+
+ET = get_backend("executorch")  # the default QAT backend of recipes
 
 
 def _vit(depth=1, seed=0):
@@ -83,7 +85,7 @@ def float_vit(digits32, tmp_path_factory):
 
 def test_prepared_graph_fake_quantizes_every_linear_and_trains(digits32, float_vit, tmp_path):
     model = float_vit
-    prepared = prepare_qat(model, _example(digits32))
+    prepared = prepare_qat(model, _example(digits32), ET)
     fqs = fake_quantizers(prepared)
     by_target = {n.target: n for n in prepared.graph.nodes if n.op == "call_module"}
     linears = [n for n in prepared.graph.nodes if n.target == torch.ops.aten.linear.default]
@@ -127,7 +129,7 @@ def test_qat_int8_executorch_keeps_the_float_models_accuracy(digits32, tmp_path)
     assert fp32_top1 > 80
 
     cfg = QATConfig(epochs=2, freeze_observers_epoch=1)
-    prepared, res = train_qat(model, digits32, cfg, tmp_path / "qat", progress=False)
+    prepared, res = train_qat(model, digits32, cfg, tmp_path / "qat", backend=ET, progress=False)
     example = _example(digits32)
     converted = convert_qat(prepared, example)
     art = export(converted, example, "executorch", tmp_path / "qat.pte", "int8")
@@ -150,7 +152,7 @@ def test_qat_int8_executorch_keeps_the_float_models_accuracy(digits32, tmp_path)
 def test_interrupted_qat_run_resumes_to_the_same_weights_and_ranges(digits32, tmp_path, monkeypatch):
     data = _small(digits32)
     cfg = QATConfig(epochs=2, lr=3e-4, freeze_observers_epoch=1, distill=True)
-    full, full_res = train_qat(_vit(), data, cfg, tmp_path / "a", progress=False)
+    full, full_res = train_qat(_vit(), data, cfg, tmp_path / "a", backend=ET, progress=False)
 
     real = loop.save_checkpoint
 
@@ -162,9 +164,9 @@ def test_interrupted_qat_run_resumes_to_the_same_weights_and_ranges(digits32, tm
 
     monkeypatch.setattr(loop, "save_checkpoint", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_qat(_vit(), data, cfg, tmp_path / "b", progress=False)
+        train_qat(_vit(), data, cfg, tmp_path / "b", backend=ET, progress=False)
     # a new process: the same float model and config, resume=True
-    resumed, res = train_qat(_vit(), data, cfg, tmp_path / "b", resume=True, progress=False)
+    resumed, res = train_qat(_vit(), data, cfg, tmp_path / "b", resume=True, backend=ET, progress=False)
     full_sd, resumed_sd = full.state_dict(), resumed.state_dict()
     assert full_sd.keys() == resumed_sd.keys()
     assert any(".scale" in k for k in full_sd) and any("min_val" in k for k in full_sd)
@@ -174,16 +176,16 @@ def test_interrupted_qat_run_resumes_to_the_same_weights_and_ranges(digits32, tm
     rows = lambda d: [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(d / "metrics.csv"))]  # noqa: E731
     assert rows(tmp_path / "a") == rows(tmp_path / "b")
     # a later process (e.g. export) rebuilds the trained graph from the float model and the checkpoint
-    loaded = load_qat(_vit(), _example(data), tmp_path / "a" / "checkpoints")
+    loaded = load_qat(_vit(), _example(data), tmp_path / "a" / "checkpoints", ET)
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in full_sd.items())
     with pytest.raises(EdgeVitError, match="no QAT checkpoint"):
-        load_qat(_vit(), _example(data), tmp_path / "missing")
+        load_qat(_vit(), _example(data), tmp_path / "missing", ET)
 
 
 def test_observers_freeze_after_the_configured_epoch(digits32, tmp_path, epoch_snapshots):
     snaps = epoch_snapshots(lambda m: (_qparams(m), m.head.weight.detach().clone()))
     cfg = QATConfig(epochs=3, lr=3e-4, freeze_observers_epoch=2)
-    prepared, _ = train_qat(_vit(), _small(digits32), cfg, tmp_path, progress=False)
+    prepared, _ = train_qat(_vit(), _small(digits32), cfg, tmp_path, backend=ET, progress=False)
     (q1, w1), (q2, w2), (q3, w3) = snaps
     assert any(not torch.equal(v, q2[k]) for k, v in q1.items())  # epoch 2 still observes
     assert all(torch.equal(v, q3[k]) for k, v in q2.items())  # epoch 3: frozen scales and ranges
@@ -211,7 +213,7 @@ def test_bn_statistics_freeze_after_the_configured_epoch(digits32, tmp_path, epo
     snaps = epoch_snapshots(stats)
     torch.manual_seed(0)
     cfg = QATConfig(epochs=3, lr=1e-3, freeze_bn_epoch=2)
-    prepared, _ = train_qat(_ConvBN(), _small(digits32), cfg, tmp_path, progress=False)
+    prepared, _ = train_qat(_ConvBN(), _small(digits32), cfg, tmp_path, backend=ET, progress=False)
     s1, s2, s3 = snaps
     assert s1.keys() == {"bn.running_mean", "bn.running_var"}
     assert not torch.equal(s1["bn.running_mean"], s2["bn.running_mean"])
@@ -228,11 +230,11 @@ def test_bn_statistics_freeze_after_the_configured_epoch(digits32, tmp_path, epo
 def test_qat_needs_a_backend_with_a_qat_quantizer(tiny_vit, tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(EdgeVitError, match="QAT is not available for coreml.*executorch, tflite"):
-        prepare_qat(tiny_vit, x, "coreml")
+        prepare_qat(tiny_vit, x, get_backend("coreml"))
     with pytest.raises(EdgeVitError, match="QAT is not available for onnx"):
-        qat_quantizer("onnx")
-    with pytest.raises(EdgeVitError, match="unknown backend 'tensorrt' for QAT"):
-        prepare_qat(tiny_vit, x, "tensorrt")
+        get_backend("onnx").quantizer("int8", qat=True)
+    with pytest.raises(EdgeVitError, match="unknown backend 'tensorrt'"):
+        prepare_qat(tiny_vit, x, get_backend("tensorrt"))
     with pytest.raises(EdgeVitError, match="expected a graph from .*prepare_qat"):
         convert_qat(tiny_vit)
 
@@ -240,7 +242,7 @@ def test_qat_needs_a_backend_with_a_qat_quantizer(tiny_vit, tmp_path):
 def test_resuming_qat_from_a_float_checkpoint_is_refused(digits32, tmp_path):
     save_checkpoint(tmp_path / "checkpoints", _vit(), None, {"epoch": 1, "best_val_top1": 0.0, "metrics": []})
     with pytest.raises(EdgeVitError, match="not a QAT checkpoint of this model"):
-        train_qat(_vit(), _small(digits32), QATConfig(epochs=2), tmp_path, resume=True, progress=False)
+        train_qat(_vit(), _small(digits32), QATConfig(epochs=2), tmp_path, resume=True, backend=ET, progress=False)
 
 
 def test_checkpoints_store_shared_tensors_once(tmp_path):
@@ -275,10 +277,10 @@ def test_tflite_qat_graph_converts_with_litert_torch(digits32, tmp_path):
     from edgevit.export import Artifact
 
     data = _small(digits32, 384)
-    prepared, _ = train_qat(_vit(), data, QATConfig(epochs=1, lr=1e-3), tmp_path, backend="tflite", progress=False)
+    prepared, _ = train_qat(_vit(), data, QATConfig(epochs=1, lr=1e-3), tmp_path, backend=get_backend("tflite"), progress=False)
     example = _example(data)
     converted = convert_qat(prepared, example)  # float weights behind quantize nodes, as litert-torch wants
-    quant = QuantConfig(pt2e_quantizer=qat_quantizer("tflite"))
+    quant = QuantConfig(pt2e_quantizer=get_backend("tflite").quantizer("int8", qat=True))
     content = litert_torch.convert(converted, (example,), quant_config=quant).model_content()
     (tmp_path / "qat.tflite").write_bytes(bytes(content))
     run = Artifact("tflite", "int8", tmp_path / "qat.tflite").load(threads=2)

@@ -12,7 +12,9 @@ import torch
 
 from edgevit._utils import EdgeVitError
 from edgevit.data import calibration_batch
-from edgevit.export import backend_module, export
+from edgevit.backends import get_backend
+from edgevit.backends.tflite.runtime import interpreter_class
+from edgevit.export import export
 from edgevit.quantize import PTQConfig, calibrate_pt2e, capture
 
 
@@ -42,7 +44,7 @@ def _size(path):
 
 def test_xnnpack_graph_has_per_channel_int8_weights_and_static_or_dynamic_activations(setup):
     model, calib, _, _ = setup
-    et = backend_module("executorch")
+    et = get_backend("executorch")
     static = calibrate_pt2e(capture(model, calib[:1]), et.quantizer("int8"), calib, "executorch", progress=False)
     targets = [str(n.target) for n in static.graph.nodes if n.op == "call_function"]
     assert any("quantize_per_tensor.default" in t for t in targets)  # static activation ranges
@@ -72,7 +74,7 @@ def test_tflite_full_integer_int8_io_is_handled_for_the_user(setup, tmp_path):
     model, calib, images, ref = setup
     art = export(model, calib[:1], "tflite", tmp_path / "q.tflite", "int8", calib=calib)
     assert art.info["input_dtype"] == "int8" and art.info["output_dtype"] == "int8"
-    interp = backend_module("tflite").interpreter_class()(model_path=str(art.path))
+    interp = interpreter_class()(model_path=str(art.path))
     interp.allocate_tensors()
     inp, outd = interp.get_input_details()[0], interp.get_output_details()[0]
     (s_in, z_in), (s_out, z_out) = inp["quantization"], outd["quantization"]
@@ -93,7 +95,7 @@ def test_tflite_dynamic_range_and_fp16_weights(setup, tmp_path):
     fp32 = export(model, calib[:1], "tflite", tmp_path / "f.tflite")
     dyn = export(model, calib[:1], "tflite", tmp_path / "d.tflite", "int8-dynamic")
     half = export(model, calib[:1], "tflite", tmp_path / "h.tflite", "fp16")
-    interp_cls = backend_module("tflite").interpreter_class()
+    interp_cls = interpreter_class()
     for art, dtype in ((dyn, np.int8), (half, np.float16)):
         assert art.info["input_dtype"] == "float32"
         interp = interp_cls(model_path=str(art.path))

@@ -64,7 +64,8 @@ def parity_doc(digits32, tmp_path_factory):
     from test_testing import digits_vit
 
     from edgevit.data import calibration_batch
-    from edgevit.export import Artifact, backend_module
+    from edgevit.backends import get_backend
+    from edgevit.export import Artifact
     from edgevit.parity import ParityConfig, check
 
     threads = torch.get_num_threads()
@@ -80,12 +81,12 @@ def parity_doc(digits32, tmp_path_factory):
     images = np.stack([digits32.val[i][0].numpy() for i in range(120)])  # [120, 3, 32, 32]
     labels = np.array([int(digits32.val[i][1]) for i in range(120)])
     example = torch.from_numpy(images[:1])
-    onnx = backend_module("onnx")
+    onnx = get_backend("onnx")
     arts = [Artifact("onnx", "fp32", out / "onnx_fp32.onnx"), Artifact("onnx", "int8", out / "onnx_int8.onnx"),
             Artifact("onnx", "fp32", out / "broken_fp32.onnx")]  # fmt: skip
-    onnx.export(model, example, arts[0].path)
-    arts[1].info = onnx.export(model, example, arts[1].path, "int8", calib=calibration_batch(digits32.train, 64))
-    onnx.export(broken, example, arts[2].path)
+    onnx.convert(model, example, arts[0].path, "fp32")
+    arts[1].info = onnx.convert(model, example, arts[1].path, "int8", calib=calibration_batch(digits32.train, 64))
+    onnx.convert(broken, example, arts[2].path, "fp32")
 
     @torch.no_grad()
     def reference(x):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edgevit._utils import EdgeVitError
-from edgevit.export.artifact import Artifact, NotRunnable, RunFailed
+from edgevit.backends import NotRunnable, RunFailed
+from edgevit.export import Artifact
 from edgevit.parity import ParityConfig, check, render_markdown, report_names
 from edgevit.parity.devices import EmulatedDevice, get_device
 from edgevit.targets import Step, default_cache, get_target, list_targets, pending_steps, run_steps

@@ -41,21 +41,21 @@ def digits_vit(data, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def gate_case(digits32, tmp_path_factory):
     """A digits ViT (fitted head), its fp32 ONNX export, and an export where one layer's weights are perturbed."""
-    from edgevit.export import backend_module
+    from edgevit.backends import get_backend
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread is faster, and far faster on a loaded machine
     model = digits_vit(digits32)
     out = tmp_path_factory.mktemp("gate")
     example = digits32.val[0][0][None].clone()
-    onnx = backend_module("onnx")
-    onnx.export(model, example, out / "model_fp32.onnx")
+    onnx = get_backend("onnx")
+    onnx.convert(model, example, out / "model_fp32.onnx", "fp32")
     broken = type(model)(model.cfg)
     broken.load_state_dict(model.state_dict())
     with torch.no_grad():  # one layer's weights off in this artifact only (a bad export / wrong checkpoint)
         w = broken.blocks[0].mlp.fc2.weight
         w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(1)) * 0.01 * w.std())  # ~30% of images flip
-    onnx.export(broken.eval(), example, out / "broken_fp32.onnx")
+    onnx.convert(broken.eval(), example, out / "broken_fp32.onnx", "fp32")
     torch.set_num_threads(threads)
     return model, out / "model_fp32.onnx", out / "broken_fp32.onnx"
 

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import progress_bar
-from edgevit.export import NotRunnable, backend_module, export
+from edgevit._utils import path_size, progress_bar
+from edgevit.backends import NotRunnable, get_backend
+from edgevit.data import calibration_batch, digits
+from edgevit.export import export
+from edgevit.measure import distribution, latency
 from edgevit.models import create_model
 from edgevit.models.profile import profile
-from edgevit.parity import distribution, latency
 
 BENCH_BACKENDS = ("eager", "executorch", "tflite", "onnx")
 
@@ -64,10 +66,6 @@ def bench(
         "vs_litert", "vs_fp32", "size_bytes", "gflops", "peak_fraction", "macs", "input_size", "info"}]}``;
         ``vs_litert`` compares with LiteRT fp32, ``vs_fp32`` with the same backend's float artifact.
     """
-    from edgevit._utils import path_size
-    from edgevit.data import calibration_batch, digits
-    from edgevit.export import DEFAULT_PRECISION
-
     torch.set_num_threads(threads)
     peak = gemm_peak_gflops(threads)
     results = []
@@ -75,7 +73,7 @@ def bench(
         (b, p)
         for b in backends
         for p in precisions
-        if b == "eager" and p == "fp32" or b != "eager" and _resolve(b, p, DEFAULT_PRECISION) is not None
+        if b == "eager" and p == "fp32" or b != "eager" and _resolve(b, p) is not None
     ]
     with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as tmp, progress_bar(progress) as bars:
         task = bars.add_task("bench", total=len(models) * len(jobs), info="")
@@ -100,13 +98,13 @@ def bench(
                         return m(torch.from_numpy(a)).numpy()
 
                 else:
-                    precision = _resolve(backend, precision, DEFAULT_PRECISION)
-                    path = Path(tmp) / f"{name}_{precision}{backend_module(backend).SUFFIX}"
+                    precision = _resolve(backend, precision)
+                    path = Path(tmp) / f"{name}_{precision}{get_backend(backend).suffix}"
                     art = export(model, x, backend, path, precision, calib=calib)
                     size = path_size(path)
                     info = {k: v for k, v in art.info.items() if k in ("partitions", "ops_outside_delegate")}
                     try:
-                        runner = art.load(threads)
+                        runner = art.load(threads, emulate=False)  # an emulator's time is not the runtime's
                     except NotRunnable as e:
                         rows.append(_row(name, backend, precision, None, size, prof, peak, {"not_run": str(e)}))
                         bars.update(task, advance=1)
@@ -161,10 +159,11 @@ def interleaved_latency(
     return [distribution(s, runs=runs, warmup=warmup, rounds=rounds) for s in samples]
 
 
-def _resolve(backend: str, precision: str, default: dict[str, str]) -> str | None:
+def _resolve(backend: str, precision: str) -> str | None:
     """``fp32`` means the backend's float precision; ``None`` when the backend does not export ``precision``."""
-    precision = default[backend] if precision == "fp32" else precision
-    return precision if precision in backend_module(backend).PRECISIONS else None
+    b = get_backend(backend)
+    precision = b.default_precision if precision == "fp32" else precision
+    return precision if precision in b.precisions else None
 
 
 def _row(name, backend, precision, lat, size, prof, peak, info) -> dict[str, Any]:

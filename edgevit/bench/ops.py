@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from edgevit.backends import get_backend
 from edgevit.bench import interleaved_latency, perturb_
+from edgevit.models.layers import Block
 
 
 class _Conv(nn.Sequential):
@@ -31,8 +33,6 @@ class _XSigmoid(nn.Module):
 
 def cases() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     """``(name, module, input shape)`` for each measured piece (MobileViT-XXS and ViT-Tiny shapes)."""
-    from edgevit.models.layers import Block
-
     return [
         ("conv3x3 48->48 @32 (MobileViT conv_kxk)", _Conv(48, 48, 3), (1, 48, 32, 32)),
         ("conv3x3 96->48 @32 (MobileViT conv_fusion)", _Conv(96, 48, 3), (1, 96, 32, 32)),
@@ -46,8 +46,7 @@ def cases() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
 
 def run(threads: int = 1, runs: int = 60, warmup: int = 5) -> list[dict]:
     """Lower every case to both runtimes and time them in interleaved rounds; returns one row per case."""
-    from edgevit.export import executorch, tflite
-
+    executorch, tflite = get_backend("executorch"), get_backend("tflite")
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgevit-ops-") as tmp:
         for name, module, shape in cases():
@@ -55,8 +54,8 @@ def run(threads: int = 1, runs: int = 60, warmup: int = 5) -> list[dict]:
             module = perturb_(module.eval())
             x = torch.randn(shape)
             et_path, tfl_path = Path(tmp) / "m.pte", Path(tmp) / "m.tflite"
-            executorch.export(module, x, et_path)
-            tflite.export(module, x, tfl_path)
+            executorch.convert(module, x, et_path, "fp32")
+            tflite.convert(module, x, tfl_path, "fp32")
             runners = [executorch.load(et_path, threads), tflite.load(tfl_path, threads)]
             et, tfl = interleaved_latency(runners, x[0].numpy(), warmup, runs, rounds=3)
             rows.append(

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 
 from edgevit._utils import EdgeVitError, quiet
-from edgevit.export.artifact import (
-    BACKENDS,
-    DEFAULT_PRECISION,
-    LAYOUTS,
-    Artifact,
-    NotRunnable,
-    Runner,
-    backend_module,
-    to_layout,
-)
+from edgevit.backends import LAYOUTS, NotRunnable, Runner, get_backend, list_backends, to_layout
+from edgevit.export.artifact import Artifact
 from edgevit.export.opcheck import UnsupportedOp, check_ops, unsupported_ops
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig, is_quantized
 
@@ -36,9 +29,9 @@ def export(
     Args:
         model: an eval-mode float ``nn.Module`` (or, for executorch, an already PT2E-converted graph).
         example: a ``[1, C, H, W]`` input (its shape is baked into the artifact).
-        backend: one of ``executorch``, ``tflite``, ``coreml``, ``onnx``.
+        backend: a registered backend (:func:`edgevit.backends.list_backends`: executorch, tflite, coreml, onnx).
         path: output file (``.pte``, ``.tflite``, ``.mlpackage`` directory, ``.onnx``), written atomically.
-        precision: one of the backend's ``PRECISIONS`` (see :mod:`edgevit.quantize` for what each means);
+        precision: one of the backend's ``precisions`` (see :mod:`edgevit.quantize` for what each means);
             defaults to the backend's float precision.
         calib: ``[N, C, H, W]`` training images for static quantization (``int8``); ignored otherwise.
         ptq: the PTQ method (plain PT2E calibration or NNCF) and its options; default plain PT2E.
@@ -55,22 +48,22 @@ def export(
             package, an op the backend cannot take (named with its module path; checked before calibration for
             quantized precisions), or a failed lowering.
     """
-    mod = backend_module(backend)
-    precision = precision or DEFAULT_PRECISION[backend]
-    if precision not in mod.PRECISIONS:
-        raise EdgeVitError(f"{backend} export supports precision {', '.join(mod.PRECISIONS)}, not {precision!r}")
+    b = get_backend(backend)
+    precision = precision or b.default_precision
+    if precision not in b.precisions:
+        raise EdgeVitError(f"{backend} export supports precision {', '.join(b.precisions)}, not {precision!r}")
     if precision in CALIBRATED_PRECISIONS and calib is None and not is_quantized(model):
         raise EdgeVitError(f"{backend} {precision} is static quantization: pass calibration images (calib=...)")
     calib = calib if precision in CALIBRATED_PRECISIONS else None  # dynamic and weight-only need no images
     path = Path(path)
-    if path.suffix != mod.SUFFIX:
-        raise EdgeVitError(f"{backend} artifacts end in {mod.SUFFIX}; got {path}")
+    if path.suffix != b.suffix:
+        raise EdgeVitError(f"{backend} artifacts end in {b.suffix}; got {path}")
     if layout not in LAYOUTS:
         raise EdgeVitError(f"unknown input layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if isinstance(model, torch.nn.Module) and not isinstance(model, torch.fx.GraphModule):
         model = model.eval()
     float_model = not isinstance(model, torch.fx.GraphModule)
-    if precision != DEFAULT_PRECISION[backend] and float_model:
+    if precision != b.default_precision and float_model:
         check_ops(model, example, backend, precision)  # before minutes of calibration, not after
     graph, graph_example, graph_calib = model, example, calib
     if layout == "NHWC":
@@ -81,7 +74,7 @@ def export(
         graph_calib = None if calib is None else calib.permute(0, 2, 3, 1).contiguous()
     try:
         with quiet():
-            info = mod.export(graph, graph_example, path, precision, graph_calib, ptq)
+            info = b.convert(graph, graph_example, path, precision, graph_calib, ptq)
     except EdgeVitError:
         raise
     except Exception as e:  # every backend raises its own types; the user needs the backend and the cause
@@ -101,8 +94,6 @@ def channels_last_input(model: torch.nn.Module) -> torch.nn.Module:
     ``keep_float`` lists, op-support messages and ``explain``'s layer mapping still match. The permute is one graph
     op at the input, which XNNPACK delegates and LiteRT's converter folds into its own NCHW -> NHWC transpose.
     """
-    import copy
-
     base = type(model)
 
     def forward(self, x: torch.Tensor, *args, **kwargs):
@@ -114,15 +105,18 @@ def channels_last_input(model: torch.nn.Module) -> torch.nn.Module:
     return wrapped
 
 
+BACKENDS = tuple(list_backends())  # the phone-facing targets (kept for ``from edgevit.export import BACKENDS``)
+DEFAULT_PRECISION = {name: get_backend(name).default_precision for name in BACKENDS}
+
 __all__ = [
     "BACKENDS",
+    "DEFAULT_PRECISION",
     "Artifact",
     "NotRunnable",
     "Runner",
     "LAYOUTS",
     "channels_last_input",
     "export",
-    "backend_module",
     "to_layout",
     "UnsupportedOp",
     "check_ops",

@@ -1,27 +1,14 @@
-"""The exported artifact as an object, and the backend table.
+"""The exported artifact as an object: which backend and precision a file is for, and how to run it.
 
-Every backend module (``executorch.py``, ``tflite.py``, ``coreml.py``, ``onnx.py``) provides:
-
-- ``SUFFIX``: the file (or package directory) suffix;
-- ``PRECISIONS``: the precisions it exports, float first (quantized ones with the backend's own quantizer);
-- ``export(model, example, path, precision, calib) -> dict``: quantize ``model`` if ``precision`` asks for it
-  (calibrating on ``calib`` images when it is static), lower it for a fixed ``example`` input and write
-  ``path`` atomically; returns export facts (delegation coverage, quantizer, op counts) for the manifest;
-- ``load(path, threads) -> Callable[[np.ndarray], np.ndarray]``: a runner mapping one float32 image in the
-  artifact's input layout (``[1, C, H, W]``, or ``[1, H, W, C]`` for an NHWC export) to ``[1, K]`` float32
-  logits, or raise :class:`NotRunnable` saying why (Core ML's also takes ``compute_units``).
-
-The input layout is the exporter's choice (``export(..., layout="NHWC")`` bakes an NCHW <- NHWC permute into the
-graph); it is recorded in ``info["input_layout"]`` with ``info["input_shape"]``, so whoever runs the artifact
-feeds it the right layout (:meth:`Artifact.feed`) and a wrong one is a clear error (:meth:`Artifact.load`).
-
-Backend modules import their heavy library lazily and never import each other.
+Every edgevit runner takes one float32 image in the artifact's input layout (``[1, C, H, W]``, or
+``[1, H, W, C]`` for an NHWC export) and returns ``[1, K]`` float32 logits. The layout is the exporter's choice
+(``export(..., layout="NHWC")`` bakes an NCHW <- NHWC permute into the graph); it is recorded in
+``info["input_layout"]`` with ``info["input_shape"]``, so whoever runs the artifact feeds it the right layout
+(:meth:`Artifact.feed`) and a wrong one is a clear error (:meth:`Artifact.load`).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,37 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgevit._utils import EdgeVitError
-
-BACKENDS = ("executorch", "tflite", "coreml", "onnx")  # the phone-facing targets
-LAYOUTS = ("NCHW", "NHWC")  # input layouts an export can take
-COMPUTE_UNITS = ("ALL", "CPU_AND_GPU", "CPU_AND_NE", "CPU_ONLY")  # Core ML's (coremltools.ComputeUnit names)
-DEFAULT_PRECISION = {"executorch": "fp32", "tflite": "fp32", "coreml": "fp16", "onnx": "fp32"}
-
-Runner = Callable[[np.ndarray], np.ndarray]
-
-
-class NotRunnable(Exception):
-    """The artifact is valid but cannot execute on this host (e.g. Core ML off macOS)."""
-
-
-class RunFailed(Exception):
-    """The artifact's runtime crashed or failed while running it (e.g. on an emulated device); a parity failure."""
-
-
-def to_layout(images: np.ndarray, layout: str) -> np.ndarray:
-    """``[N, C, H, W]`` images in ``layout``: unchanged for ``NCHW``, ``[N, H, W, C]`` (contiguous) for ``NHWC``."""
-    if layout not in LAYOUTS:
-        raise EdgeVitError(f"unknown input layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if layout == "NCHW":
-        return images
-    return np.ascontiguousarray(np.moveaxis(np.asarray(images), 1, -1))  # [N, C, H, W] -> [N, H, W, C]
-
-
-def backend_module(name: str):
-    """The module implementing backend ``name``."""
-    if name not in BACKENDS:
-        raise EdgeVitError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return importlib.import_module(f"edgevit.export.{name}")
+from edgevit.backends import COMPUTE_UNITS, NotRunnable, Runner, get_backend, to_layout
 
 
 @dataclass
@@ -80,14 +37,19 @@ class Artifact:
         """``[N, C, H, W]`` images as this artifact takes them (``[N, H, W, C]`` for an NHWC artifact)."""
         return to_layout(images, self.layout)
 
-    def load(self, threads: int = 1, compute_units: str | None = None) -> Runner:
-        """A callable ``image -> [1, K] float32`` taking one image in the artifact's layout (:attr:`layout`:
-        ``[1, C, H, W]``, or ``[1, H, W, C]`` for NHWC; :meth:`feed` converts); raises :class:`NotRunnable`
-        off-platform. ``compute_units`` (Core ML only: ``ALL``, ``CPU_AND_GPU``, ``CPU_AND_NE``, ``CPU_ONLY``) is
-        passed to ``MLModel``; None keeps Core ML's default.
+    def load(self, threads: int = 1, compute_units: str | None = None, emulate: bool = True) -> Runner:
+        """A callable ``image -> [1, K] float32`` taking one image in the artifact's layout (:attr:`layout`;
+        :meth:`feed` converts). Its ``execution`` attribute is ``"native"`` when the backend's own runtime runs it,
+        or says how edgevit's emulator of that runtime does (Core ML off macOS; with ``emulate``).
 
-        The runner raises EdgeVitError when an image's shape is not the exported input shape (naming both and the
-        layout), instead of the runtime's own error or, worse, a silent reshape.
+        ``compute_units`` (Core ML only: ``ALL``, ``CPU_AND_GPU``, ``CPU_AND_NE``, ``CPU_ONLY``) is passed to
+        ``MLModel`` (or sets the emulator's precision); None keeps Core ML's default. The runner raises EdgeVitError
+        when an image's shape is not the exported input shape (naming both and the layout), instead of the runtime's
+        own error or, worse, a silent reshape.
+
+        Raises:
+            NotRunnable: neither the runtime nor an emulator can run it here.
+            EdgeVitError: a missing file, unknown compute units, or an artifact its runtime cannot load.
         """
         if not Path(self.path).exists():
             raise EdgeVitError(f"artifact not found: {self.path}")
@@ -95,18 +57,26 @@ class Artifact:
             raise EdgeVitError(
                 f"unknown Core ML compute units {compute_units!r}; choose one of {', '.join(COMPUTE_UNITS)}"
             )
-        extra = {"compute_units": compute_units} if compute_units and self.backend == "coreml" else {}
-        return self.checked(backend_module(self.backend).load(Path(self.path), threads, **extra))
+        backend = get_backend(self.backend)
+        try:
+            runner = backend.load(Path(self.path), threads, compute_units)
+            execution = "native"
+        except NotRunnable:
+            runner = backend.emulate(Path(self.path), compute_units) if emulate else None
+            if runner is None:
+                raise
+            execution = runner.execution
+        checked = self.checked(runner)
+        checked.execution = execution
+        return checked
 
     def checked(self, runner: Runner) -> Runner:
         """``runner`` with its input checked against the exported input shape (when the manifest records it)."""
         shape = self.info.get("input_shape")
-        if not shape:
-            return runner
-        want, layout, what = tuple(shape), self.layout, f"{self.backend} {self.precision} artifact {self.path}"
+        want, layout, what = tuple(shape or ()), self.layout, f"{self.backend} {self.precision} artifact {self.path}"
 
         def run(x: np.ndarray) -> np.ndarray:
-            if tuple(np.shape(x)) != want:
+            if shape and tuple(np.shape(x)) != want:
                 hint = ""
                 if layout == "NHWC" and np.ndim(x) == 4 and np.shape(x)[1] == want[3]:
                     hint = "; this looks like NCHW: feed Artifact.feed(images) ([N, C, H, W] -> [N, H, W, C])"
@@ -117,8 +87,6 @@ class Artifact:
                 )
             return runner(x)
 
-        if hasattr(runner, "execution"):  # an emulator's runner says how it ran
-            run.execution = runner.execution
         return run
 
     def to_json(self, root: Path | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ coreml      coremltools' torch-frontend op registry (``_TORCH_OPS_REGISTRY``)
 onnx        ``torch.onnx``'s torchlib registry after its ONNX-friendly decompositions
 ==========  ===========================================================================================
 
-Each backend module provides ``unsupported(ep) -> list[torch.fx.Node]``; this module maps the nodes back to
+Each backend provides ``unsupported(ep) -> list[torch.fx.Node]`` (:class:`edgevit.backends.Backend`); this module maps the nodes back to
 the module path and class (``nn_module_stack``) and the source line they were traced from.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from edgevit._utils import EdgeVitError, quiet
-from edgevit.export.artifact import backend_module
+from edgevit.backends import get_backend
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def unsupported_ops(model: torch.nn.Module, example: torch.Tensor, backend: str)
     Raises:
         EdgeVitError: ``torch.export`` cannot capture the model (the message says why).
     """
-    mod = backend_module(backend)
+    b = get_backend(backend)
     try:
         with quiet():
             ep = torch.export.export(model.eval(), (example,))
@@ -71,7 +71,7 @@ def unsupported_ops(model: torch.nn.Module, example: torch.Tensor, backend: str)
         raise EdgeVitError(f"torch.export could not capture the model for {backend}: {e}") from e
     found: dict[tuple[str, str], UnsupportedOp] = {}
     with quiet():
-        nodes = mod.unsupported(ep)
+        nodes = b.unsupported(ep)
     for node in nodes:
         op = str(getattr(node.target, "_name", None) or node.target).replace("::", ".")
         path, typ, source = _origin(node)

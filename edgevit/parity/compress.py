@@ -10,24 +10,27 @@ proportional to file size).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError, atomic_path, progress_bar, read_json, write_text_atomic
-from edgevit.export import Artifact, NotRunnable
-from edgevit.export.artifact import DEFAULT_PRECISION
+from edgevit._utils import EdgeVitError, atomic_path, progress_bar, read_json, require, write_text_atomic
+from edgevit.backends import NotRunnable, get_backend
+from edgevit.export import Artifact
+from edgevit.rundir import artifact_file, input_shape, report_names
 
 
 def _rows(run_dirs: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for run in run_dirs:
-        parity = run / "parity.json"
+        parity = run / report_names()[0]
         if not parity.is_file():
             raise EdgeVitError(f"{run} has no parity.json; run `edgevit parity {run}` first")
         doc = read_json(parity, "parity report")
         for a in doc["artifacts"]:
+            artifact_file(run, a["path"])
             rows.append(
                 {
                     "variant": run.name,
@@ -51,12 +54,10 @@ def _measure(rows: list[dict[str, Any]], image: np.ndarray, threads: int, runs: 
     ExecuTorch fp32 model at 32 px took 4.5 ms interleaved vs 0.59 ms on its own). Rounds still spread slow
     drifts of a shared host over all artifacts.
     """
-    import time
-
     runners = {}
     for i, r in enumerate(rows):
-        try:
-            runners[i] = r["artifact"].load(threads) if r["runnable"] else None
+        try:  # the runtime itself, never an emulator of it: its time would not be the runtime's
+            runners[i] = r["artifact"].load(threads, emulate=False) if r["runnable"] else None
         except NotRunnable:
             runners[i] = None
     live = {i: f for i, f in runners.items() if f is not None}
@@ -128,16 +129,15 @@ def compress_report(
     rows = _rows(run_dirs)
     if not rows:
         raise EdgeVitError("no artifacts in the given runs' parity reports")
-    from edgevit.recipe import _trained
-
-    _, _, data, _ = _trained(run_dirs[0])  # the image size the artifacts were exported at
-    _measure(rows, data.val[0][0].numpy(), threads, runs, warmup, progress)
+    # any image of the exported input shape: the time of a dense runtime does not depend on the pixels
+    image = np.random.default_rng(0).standard_normal(input_shape(run_dirs[0])[1:]).astype(np.float32)
+    _measure(rows, image, threads, runs, warmup, progress)
 
     base_top1 = rows[0]["reference_top1"]
     base = {
         r["backend"]: r
         for r in rows
-        if r["variant"] == run_dirs[0].name and r["precision"] == DEFAULT_PRECISION[r["backend"]]
+        if r["variant"] == run_dirs[0].name and r["precision"] == get_backend(r["backend"]).default_precision
     }
     for r in rows:
         b = base.get(r["backend"])
@@ -189,13 +189,9 @@ def _markdown(rows: list[dict[str, Any]], base_top1: float, threads: int, runs: 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """Top-1 vs latency; marker area ∝ file size, colour per backend, marker per variant."""
-    from edgevit._utils import require
-
-    require("matplotlib", "report")
-    import matplotlib
-
+    matplotlib = require("matplotlib", "report")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- optional package, after choosing the backend
 
     measured = [r for r in rows if r["latency_ms"] is not None and r["top1"] is not None]
     backends = sorted({r["backend"] for r in rows})

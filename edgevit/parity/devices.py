@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,9 +31,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgevit._utils import EdgeVitError
-from edgevit.export.artifact import BACKENDS, Artifact, NotRunnable
+from edgevit.backends import NotRunnable, list_backends
+from edgevit.backends.coreml.emulator import FP16_COMPUTE_UNITS
+from edgevit.export import Artifact
+from edgevit.measure import PeakRSS, latency, run_all
+from edgevit.parity.config import DEFAULT_TOLERANCES
+from edgevit.targets import get_target, list_targets
 
 PROFILES_DIR = Path(__file__).with_name("profiles")
+
+
+@dataclass
+class DeviceRun:
+    """What a device returns for one artifact: ``[N, K]`` logits, and where measured, latency and peak memory;
+    ``execution`` says what ran it (``native``, an emulator of its runtime, or an emulated device)."""
+
+    logits: np.ndarray
+    latency_ms: dict[str, Any] | None
+    peak_memory_mb: float | None
+    execution: str
 
 
 class NotForDevice(NotRunnable):
@@ -55,26 +72,31 @@ class HostDevice:
 
     def run(
         self, art: Artifact, images: np.ndarray, config, progress: bool, compute_units: str | None = None
-    ) -> tuple[np.ndarray, dict, float | None]:
-        """``([N, K] logits, latency distribution, peak memory MiB or None)`` of ``images`` in the artifact's layout;
-        raises :class:`NotRunnable` when the runtime cannot run here. ``compute_units``: Core ML's (``MLModel``).
+    ) -> DeviceRun:
+        """Logits of ``images`` (in the artifact's layout), with latency and peak memory when the artifact's own
+        runtime ran it; an emulator of the runtime (Core ML off macOS) gives logits only, its time not being the
+        runtime's. ``compute_units``: Core ML's (``MLModel``, or the emulator's precision).
 
-        Peak memory (:class:`edgevit.parity.PeakRSS`) covers loading the artifact, running it on every image and
+        Peak memory (:class:`edgevit.measure.PeakRSS`) covers loading the artifact, running it on every image and
         the latency runs; the artifact is loaded once before that (and kept until the end) so the runtime library's
         import is not counted and the measured instance gets memory of its own.
-        """
-        from edgevit.parity import PeakRSS, latency, run_all
 
+        Raises:
+            NotRunnable: nothing can run the artifact here. Any other error is the artifact's failure.
+        """
         # a first instance imports the runtime library (and raises NotRunnable) outside the measurement; it stays
         # alive meanwhile so that the measured one cannot reuse the memory it would have freed
         first = art.load(config.threads, compute_units)
+        desc = f"{art.backend} {art.precision}"
+        if first.execution != "native":  # an emulator: no latency or memory (the emulator's are not the runtime's)
+            return DeviceRun(run_all(first, images, f"{desc} (emulated)", progress), None, None, first.execution)
         gc.collect()
         with PeakRSS() as mem:
             runner = art.load(config.threads, compute_units)
-            logits = run_all(runner, images, f"{art.backend} {art.precision}", progress)
+            logits = run_all(runner, images, desc, progress)
             lat = latency(runner, images[0], config.warmup, config.runs, config.threads)
         del first
-        return logits, lat, mem.mb
+        return DeviceRun(logits, lat, mem.mb, "native")
 
     def parts(self) -> list[dict[str, str]]:
         """Which parts of this device are real (all of them) for ``device.parts``."""
@@ -108,12 +130,13 @@ class EmulatedDevice:
 
     def run(
         self, art: Artifact, images: np.ndarray, config, progress: bool, compute_units: str | None = None
-    ) -> tuple[np.ndarray, None, None]:
-        """``([N, K] logits, None, None)``: no latency or memory (the emulator's are not the device's); raises
-        NotRunnable (backend not on this device) or RunFailed (crash). No Core ML here: ``compute_units`` unused."""
+    ) -> DeviceRun:
+        """Logits only: no latency or memory (the emulator's are not the device's); raises NotRunnable (backend not
+        on this device) or RunFailed (crash). No Core ML here: ``compute_units`` unused."""
         if reason := self.target.unsupported(art.backend):
             raise NotRunnable(reason)
-        return self.target.run(art.backend, art.path, images, config.threads, progress), None, None
+        logits = self.target.run(art.backend, art.path, images, config.threads, progress)
+        return DeviceRun(logits, None, None, self.execution)
 
     def parts(self) -> list[dict[str, str]]:
         """Real: the runtimes' official ARM64 builds and kernels. Emulated: the CPU (QEMU). Not measured: time."""
@@ -170,11 +193,8 @@ class DeviceProfile(BaseModel):
     @classmethod
     def _one_of_known(cls, v: list[str] | str | None, info) -> list[str] | str | None:
         """Each backend, precision and the emulated target must be one edgevit knows; the error lists them."""
-        from edgevit.parity import DEFAULT_TOLERANCES
-        from edgevit.targets import list_targets
-
         what, known = {
-            "backends": ("backend", list(BACKENDS)),
+            "backends": ("backend", list_backends()),
             "precisions": ("precision", list(DEFAULT_TOLERANCES)),
             "arm64_target": ("emulated target", list_targets()),
         }[info.field_name]
@@ -227,8 +247,6 @@ class ProfileDevice:
     """
 
     def __init__(self, profile: DeviceProfile, cache=None) -> None:
-        from edgevit.targets import get_target
-
         self.profile = profile
         self.name = profile.name
         self.description = profile.description
@@ -277,9 +295,9 @@ class ProfileDevice:
         )
         return out
 
-    def run(self, art: Artifact, images: np.ndarray, config, progress: bool):
-        """``(logits, latency, peak memory)`` as :class:`HostDevice` / :class:`EmulatedDevice`; raises
-        :class:`NotForDevice` for an artifact the device would not use."""
+    def run(self, art: Artifact, images: np.ndarray, config, progress: bool) -> DeviceRun:
+        """As :class:`HostDevice` / :class:`EmulatedDevice`; raises :class:`NotForDevice` for an artifact the device
+        would not use."""
         p = self.profile
         if art.backend not in p.backends:
             raise NotForDevice(f"{self.name} runs {', '.join(p.backends)} artifacts, not {art.backend}")
@@ -338,8 +356,6 @@ class ProfileDevice:
                 applied = f"compute_units={units}" if units else "Core ML's default compute units (ALL)"
                 parts.append(_part("coreml runtime", "real", f"MLModel.predict on this Mac with {applied}"))
             else:
-                from edgevit.parity import FP16_COMPUTE_UNITS
-
                 if units in FP16_COMPUTE_UNITS:
                     precision = (
                         f"compute units {units} let the GPU/Neural Engine run the model, so fp32 programs are "
@@ -383,8 +399,6 @@ def get_device(name: str | None, cache=None):
     """The device ``name``: ``host``, an emulated target (:func:`edgevit.targets.list_targets`), a bundled profile
     (:func:`list_profiles`) or the path of a profile YAML file. ``cache`` is the emulated target's cache directory
     (default: its usual place). Raises EdgeVitError for an unknown name (listing the known ones) or a bad profile."""
-    from edgevit.targets import get_target, list_targets
-
     if name in (None, "host"):
         return HOST
     if name in list_targets():
@@ -401,6 +415,4 @@ def get_device(name: str | None, cache=None):
 
 def list_devices() -> list[str]:
     """``host``, every emulated target and every bundled device profile."""
-    from edgevit.targets import list_targets
-
     return ["host", *list_targets(), *list_profiles()]

@@ -2,7 +2,8 @@
 
 ::
 
-    prepared, result = train_qat(fp32_model, data, QATConfig(epochs=3), "run/qat")  # prepare_qat + train()
+    backend = get_backend("executorch")                                              # edgevit.backends
+    prepared, result = train_qat(fp32_model, data, QATConfig(epochs=3), "run/qat", backend=backend)
     converted = convert_qat(prepared, example)                                       # q/dq graph, batch 1
     export(converted, example, "executorch", "model.pte", "int8")                   # lowered as it is
 
@@ -20,9 +21,11 @@ switched off again for export. The state dict (weights, fake-quant scales and ze
 on/off flags) is what the checkpoints hold, so an interrupted run resumes bit-identically: the graph is rebuilt
 from the same float model and the state loaded into it.
 
-QAT needs a PT2E quantizer with a QAT configuration: ExecuTorch (``XNNPACKQuantizer``) and TFLite
-(litert-torch's ``PT2EQuantizer``; convert the graph with ``litert_torch.convert``) have one. Core ML and ONNX
-are quantized after training only.
+QAT needs a PT2E quantizer with a QAT configuration, which the backend gives: every function here takes the
+backend (an :class:`edgevit.backends.Backend`, e.g. ``get_backend("executorch")``) and asks it for
+``quantizer("int8", qat=True)`` and how ``convert_pt2e`` should store weights (``fold_quantize``). ExecuTorch
+(``XNNPACKQuantizer``) and TFLite (litert-torch's ``PT2EQuantizer``) have one; Core ML and ONNX are quantized after
+training only (their ``quantizer(..., qat=True)`` says why).
 """
 
 from __future__ import annotations
@@ -30,25 +33,27 @@ from __future__ import annotations
 import copy
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors import safe_open
 
-from edgevit._utils import EdgeVitError, read_json, require
+from edgevit._utils import EdgeVitError, read_json
 from edgevit.data import DataSplits
-from edgevit.train import TrainConfig, TrainResult, train
+from edgevit.train import TrainConfig, TrainResult, load_checkpoint, train
 from edgevit.train.distill import distillation_loss
 
-QAT_BACKENDS = ("executorch", "tflite")
-# convert_pt2e's fold_quantize: ExecuTorch takes int8 weight constants; litert-torch's converter wants float
-# weights behind quantize nodes (as in PTQ, see edgevit.export.tflite)
-_FOLD_QUANTIZE = {"executorch": True, "tflite": False}
-_NO_QAT = {
-    "coreml": "edgevit quantizes Core ML after training (coremltools' CoreMLQuantizer, precision int8) only",
-    "onnx": "ONNX int8 is quantized after export by onnxruntime's quantize_static, which has no QAT mode",
-}
+class QATBackend(Protocol):
+    """What QAT needs from a backend (:class:`edgevit.backends.Backend` provides it)."""
+
+    name: str
+    fold_quantize: bool  # convert_pt2e: int8 weight constants (True) or float weights behind quantize nodes
+
+    def quantizer(self, precision: str, qat: bool = False): ...
+
+
 _META = "edgevit_qat"  # GraphModule.meta key: backend and what is frozen; convert_pt2e keeps graph meta
 
 
@@ -83,64 +88,14 @@ class QATConfig(BaseModel):
         )
 
 
-def qat_quantizer(backend: str):
-    """The backend's PT2E quantizer configured for QAT: fake-quantize modules instead of observers.
-
-    Int8 symmetric per-channel weights, int8 per-tensor static activations: the scheme of ``precision: int8``.
-
-    Raises:
-        EdgeVitError: an unknown backend, a backend without a QAT quantizer, or its package is missing.
-    """
-    if backend == "executorch":
-        require("executorch", "executorch")
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
-
-        return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
-    if backend == "tflite":
-        require("litert_torch", "tflite")
-        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-
-        _wrap_litert_pattern_capture()
-        return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
-    if backend in _NO_QAT:
-        raise EdgeVitError(
-            f"QAT is not available for {backend}: {_NO_QAT[backend]}; "
-            f"QAT backends: {', '.join(QAT_BACKENDS)}. Use PTQ for {backend} instead"
-        )
-    raise EdgeVitError(f"unknown backend {backend!r} for QAT; choose one of {', '.join(QAT_BACKENDS)}")
-
-
-def _wrap_litert_pattern_capture() -> None:
-    """Let litert-torch's QAT annotation capture its conv-BN patterns with torchao 0.18.
-
-    litert-torch (0.10) hands plain functions to torchao's ``_get_aten_graph_module_for_pattern``, which now
-    ``torch.export``s them and so takes modules only (``ValueError: Expected mod to be an instance of
-    torch.nn.Module``); torchao's own callers wrap theirs in ``WrapperModule``, and so does this shim.
-    """
-    import litert_torch.quantize.pt2e_quantizer_utils as utils
-    from torchao.quantization.pt2e import WrapperModule
-
-    capture = utils._get_aten_graph_module_for_pattern
-    if getattr(capture, "_edgevit_wrapped", False):
-        return
-
-    def wrapped(pattern, *args, **kwargs):
-        return capture(pattern if isinstance(pattern, nn.Module) else WrapperModule(pattern), *args, **kwargs)
-
-    wrapped._edgevit_wrapped = True
-    utils._get_aten_graph_module_for_pattern = wrapped
-
-
-def prepare_qat(model: nn.Module, example: torch.Tensor, backend: str = "executorch") -> torch.fx.GraphModule:
+def prepare_qat(model: nn.Module, example: torch.Tensor, backend: QATBackend) -> torch.fx.GraphModule:
     """Capture a copy of ``model`` with a dynamic batch and insert the backend's fake-quantize modules.
 
     Args:
         model: a float classifier ``[B, C, H, W] -> [B, K]``, usually trained; it is not modified.
         example: an input of the artifact's shape, ``[1, C, H, W]`` (any batch; the batch is made dynamic).
-        backend: ``executorch`` or ``tflite`` (see :data:`QAT_BACKENDS`).
+        backend: the backend whose QAT quantizer sets the fake quantization (``get_backend("executorch")`` or
+            ``get_backend("tflite")``; :func:`edgevit.backends.qat_backends`).
 
     Returns:
         The prepared graph, in train mode, ready for :func:`edgevit.train.train`. The same ``model`` and
@@ -149,16 +104,21 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, backend: str = "executo
     Raises:
         EdgeVitError: no QAT quantizer for ``backend``, ``torch.export`` failed, or nothing was quantized.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e  # noqa: PLC0415 -- optional package
 
-    quantizer = qat_quantizer(backend)
+    quantizer = backend.quantizer("int8", qat=True)
     model = copy.deepcopy(model)  # the captured graph shares the module's tensors; training must not touch them
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     graph = _capture_for_training(model, example)
     prepared = prepare_qat_pt2e(graph, quantizer)
     if not fake_quantizers(prepared):
-        raise EdgeVitError(f"the {backend} quantizer found nothing to quantize in this model")
-    prepared.meta[_META] = {"backend": backend, "observers_frozen": False, "bn_frozen": False}
+        raise EdgeVitError(f"the {backend.name} quantizer found nothing to quantize in this model")
+    prepared.meta[_META] = {
+        "backend": backend.name,
+        "fold_quantize": backend.fold_quantize,
+        "observers_frozen": False,
+        "bn_frozen": False,
+    }
     names = {n for n, _ in prepared.named_parameters()}
     prepared.no_weight_decay = lambda: skip & names  # same parameter names as the module: no decay on tokens
     prepared.train = types.MethodType(_set_mode, prepared)  # prepare_qat_pt2e disallows train()/eval()
@@ -274,15 +234,15 @@ def convert_qat(prepared: torch.fx.GraphModule, example: torch.Tensor | None = N
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    backend = _state(prepared)["backend"]
+    state = _state(prepared)
     was_training = prepared.training
     prepared.eval()
     graph = copy.deepcopy(prepared)
     prepared.train(was_training)
-    converted = convert_pt2e(graph, fold_quantize=_FOLD_QUANTIZE[backend])
+    converted = convert_pt2e(graph, fold_quantize=state["fold_quantize"])
     if example is not None:
         converted = _specialize(converted, example)
-    converted.meta[_META] = {"backend": backend, "converted": True}
+    converted.meta[_META] = {"backend": state["backend"], "converted": True}
     # an inference graph (batch norm already in eval form): train()/eval() only set the flag, so that
     # edgevit.train.predict can score it and converters do not warn about a training-mode model
     converted.train = types.MethodType(_set_flag, converted)
@@ -314,7 +274,7 @@ def train_qat(
     cfg: QATConfig,
     out_dir: str | Path,
     example: torch.Tensor | None = None,
-    backend: str = "executorch",
+    backend: QATBackend | None = None,
     train_cfg: TrainConfig | None = None,
     seed: int = 0,
     resume: bool = False,
@@ -328,7 +288,7 @@ def train_qat(
         cfg: QAT epochs, schedule, freezing and distillation.
         out_dir: the QAT run directory (``checkpoints/``, ``metrics.csv``); keep it apart from the float run's.
         example: the artifact's ``[1, C, H, W]`` input; default the first training image.
-        backend: the backend whose quantizer sets the fake quantization (see :data:`QAT_BACKENDS`).
+        backend: the backend whose QAT quantizer sets the fake quantization (see :func:`prepare_qat`); required.
         train_cfg: batch size, weight decay, label smoothing, threads (default :class:`TrainConfig`).
         seed: data order.
         resume: continue an interrupted QAT run from ``out_dir/checkpoints``. Pass the same float ``model``
@@ -340,6 +300,8 @@ def train_qat(
     Raises:
         EdgeVitError: see :func:`prepare_qat`; ``resume`` with no checkpoint or a checkpoint of another graph.
     """
+    if backend is None:
+        raise EdgeVitError("train_qat needs the backend whose QAT quantizer to use, e.g. get_backend('executorch')")
     if example is None:
         example = data.train[0][0][None]
     prepared = prepare_qat(model, example, backend)
@@ -363,9 +325,7 @@ def train_qat(
     return prepared, result
 
 
-def load_qat(
-    model: nn.Module, example: torch.Tensor, checkpoint_dir: str | Path, backend: str = "executorch"
-) -> torch.fx.GraphModule:
+def load_qat(model: nn.Module, example: torch.Tensor, checkpoint_dir: str | Path, backend: QATBackend) -> torch.fx.GraphModule:
     """Rebuild a QAT-trained graph from its float model and a QAT run's ``checkpoints/`` (e.g. to export later).
 
     Args:
@@ -378,8 +338,6 @@ def load_qat(
     Raises:
         EdgeVitError: no checkpoint there, or one of another model, example or backend.
     """
-    from edgevit.train import load_checkpoint
-
     checkpoint_dir = Path(checkpoint_dir)
     if not (checkpoint_dir / "last.json").is_file():
         raise EdgeVitError(f"no QAT checkpoint found in {checkpoint_dir}")
@@ -394,8 +352,6 @@ def _check_resumable(prepared: torch.fx.GraphModule, ckpt_dir: Path) -> None:
     path = ckpt_dir / "last.safetensors"
     if not (ckpt_dir / "last.json").is_file() or not path.is_file():
         return  # train() reports the missing checkpoint
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys()) | set(read_json(ckpt_dir / "last.json", "checkpoint state").get("aliases", {}))
     expected = set(prepared.state_dict())
@@ -408,14 +364,13 @@ def _check_resumable(prepared: torch.fx.GraphModule, ckpt_dir: Path) -> None:
 
 
 __all__ = [
+    "QATBackend",
     "QATConfig",
-    "QAT_BACKENDS",
     "convert_qat",
     "fake_quantizers",
     "freeze_bn_stats",
     "freeze_observers",
     "load_qat",
     "prepare_qat",
-    "qat_quantizer",
     "train_qat",
 ]

@@ -290,7 +290,7 @@ class AndroidArm64:
             EdgeVitError: the target is not set up, or ``backend`` cannot run here.
             RunFailed: the runtime crashed or failed under emulation (the message holds its last output).
         """
-        from edgevit.export.artifact import RunFailed
+        from edgevit.backends import RunFailed
 
         if reason := self.unsupported(backend):
             raise EdgeVitError(reason)

@@ -1,4 +1,4 @@
-"""ONNX ``.onnx`` via the ``torch.onnx`` dynamo exporter, run with ONNX Runtime.
+"""Exporting to ONNX with the ``torch.onnx`` dynamo exporter; int8 with ONNX Runtime's own quantizer.
 
 Precisions: ``fp32``; ``int8``: ONNX Runtime's own static quantizer (``quantize_static``) on the exported
 fp32 graph: QDQ format, symmetric per-channel weights (7-bit range, see ``_quantize_static``), int8
@@ -8,6 +8,7 @@ session creation.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,10 @@ import numpy as np
 import torch
 
 from edgevit._utils import EdgeVitError, atomic_path, require
-from edgevit.export.artifact import Runner
 from edgevit.quantize import PTQConfig
 
-SUFFIX = ".onnx"
-PRECISIONS = ("fp32", "int8")
 
-
-def export(
+def convert(
     model: torch.nn.Module,
     example: torch.Tensor,
     path: Path,
@@ -41,11 +38,11 @@ def export(
         )
     with atomic_path(path) as tmp:
         if precision == "fp32":
-            _export_fp32(model, example, Path(tmp))
+            export_fp32(model, example, Path(tmp))
         else:
             with tempfile.TemporaryDirectory(prefix="edgevit-onnx-") as work:
                 fp32 = Path(work) / "fp32.onnx"
-                _export_fp32(model, example, fp32)
+                export_fp32(model, example, fp32)
                 keep_float = ptq.keep_float if ptq is not None else []
                 _quantize_static(fp32, Path(work), Path(tmp), calib, keep_float)
             info.update(quantizer="onnxruntime quantize_static (QDQ)", calib_images=len(calib))
@@ -63,7 +60,7 @@ def export(
 def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
     """Nodes ``torch.onnx``'s torchlib registry has no function for, after its ONNX-friendly decompositions."""
     require("onnxscript", "onnx")
-    from torch.onnx._internal.exporter import _fx_passes, _registration
+    from torch.onnx._internal.exporter import _fx_passes, _registration  # noqa: PLC0415 -- needs onnxscript
 
     registry = _registration.ONNXRegistry.from_torchlib()
     ep = _fx_passes.decompose_with_registry(ep, registry)
@@ -78,7 +75,8 @@ def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
     ]
 
 
-def _export_fp32(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def export_fp32(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The fp32 ``.onnx`` (input ``image``, output ``logits``) with the dynamo exporter's name-scope metadata."""
     program = torch.onnx.export(
         model, (example,), input_names=["image"], output_names=["logits"], dynamo=True, verbose=False
     )
@@ -87,8 +85,6 @@ def _export_fp32(model: torch.nn.Module, example: torch.Tensor, path: Path) -> N
 
 def _nodes_under(model_path: Path, modules: list[str]) -> list[str]:
     """Names of the ONNX nodes the dynamo exporter traced from ``modules`` (its ``name_scopes`` metadata)."""
-    import json
-
     onnx = require("onnx", "onnx")
     names = []
     for node in onnx.load(str(model_path), load_external_data=False).graph.node:
@@ -127,8 +123,13 @@ def _quantize_static(fp32: Path, work: Path, out: Path, calib: torch.Tensor, kee
     """``quant_pre_process`` (graph optimisation + shape inference, as ORT recommends), then QDQ int8 PTQ,
     leaving the nodes of ``keep_float`` modules float (``nodes_to_exclude``)."""
     require("onnxruntime", "onnx")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import (  # noqa: PLC0415 -- optional package
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -157,19 +158,3 @@ def _quantize_static(fp32: Path, work: Path, out: Path, calib: torch.Tensor, kee
         reduce_range=True,
         nodes_to_exclude=exclude,
     )
-
-
-def load(path: Path, threads: int) -> Runner:
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads (inter-op 1)."""
-    ort = require("onnxruntime", "onnx")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    return run

@@ -1,4 +1,4 @@
-"""TFLite / LiteRT ``.tflite`` via litert-torch, run with the LiteRT interpreter.
+"""Converting to a TFLite / LiteRT ``.tflite`` with litert-torch.
 
 Precisions: ``fp32``; ``fp16`` (fp16 weights, fp32 compute: ai-edge-quantizer's float casting of the fp32
 flatbuffer); ``int8`` (full-integer: litert-torch's PT2E quantizer, static int8 activations, int8 input and
@@ -15,24 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import EdgeVitError, atomic_path, require
-from edgevit.export.artifact import Runner
-from edgevit.quantize import PTQConfig
-
-SUFFIX = ".tflite"
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+from edgevit._utils import atomic_path, require
+from edgevit.backends.tflite.quantizer import quantizer
+from edgevit.backends.tflite.runtime import interpreter_class
+from edgevit.quantize import PTQConfig, calibrate_pt2e, capture, is_quantized
 
 
-def quantizer(precision: str):
-    """litert-torch's PT2E quantizer: int8 symmetric per-channel weights, static or dynamic int8 activations."""
-    require("litert_torch", "tflite")
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-
-    dynamic = precision == "int8-dynamic"
-    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
-
-
-def export(
+def convert(
     model: torch.nn.Module,
     example: torch.Tensor,
     path: Path,
@@ -48,9 +37,7 @@ def export(
     litert_torch.config.show_progress = False
     info: dict[str, Any] = {"converter": f"litert-torch {getattr(litert_torch, '__version__', '?')}"}
     if precision.startswith("int8"):
-        from litert_torch.quantize.quant_config import QuantConfig
-
-        from edgevit.quantize import calibrate_pt2e, capture, is_quantized
+        from litert_torch.quantize.quant_config import QuantConfig  # noqa: PLC0415 -- optional package
 
         q = quantizer(precision)
         if is_quantized(model):  # already converted (QAT): lower it as it is
@@ -79,8 +66,8 @@ def export(
 def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
     """Nodes litert-torch has no lowering for, after the pre-convert and pre-lower decompositions it runs."""
     require("litert_torch", "tflite")
-    from litert_torch import fx_infra
-    from litert_torch.backend import lowerings
+    from litert_torch import fx_infra  # noqa: PLC0415 -- optional package
+    from litert_torch.backend import lowerings  # noqa: PLC0415
 
     ep = fx_infra.safe_run_decompositions(ep, fx_infra.decomp.pre_convert_decomp(), can_skip=False)
     ep = fx_infra.safe_run_decompositions(ep, fx_infra.decomp.pre_lower_decomp())
@@ -96,8 +83,8 @@ def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
 def _fp16_weights(content: bytes) -> bytes:
     """Store every float weight as fp16 (dequantised to fp32 at load): ai-edge-quantizer's float casting."""
     require("ai_edge_quantizer", "tflite")
-    from ai_edge_quantizer import algorithm_manager, qtyping
-    from ai_edge_quantizer import quantizer as aeq
+    from ai_edge_quantizer import algorithm_manager, qtyping  # noqa: PLC0415 -- optional package
+    from ai_edge_quantizer import quantizer as aeq  # noqa: PLC0415
 
     q = aeq.Quantizer(bytearray(content))
     q.add_weight_only_config(
@@ -107,41 +94,3 @@ def _fp16_weights(content: bytes) -> bytes:
         algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING,
     )
     return bytes(q.quantize().quantized_model)
-
-
-def interpreter_class():
-    """LiteRT's ``Interpreter`` (``ai_edge_litert``), falling back to ``tflite_runtime``."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError as e:
-            raise EdgeVitError(
-                "no LiteRT runtime: install it with `pip install 'edgevit[tflite]'` (ai-edge-litert)"
-            ) from e
-    return Interpreter
-
-
-def load(path: Path, threads: int) -> Runner:
-    """A LiteRT interpreter (XNNPACK delegate on by default) with ``threads`` threads; float32 in and out."""
-    interp = interpreter_class()(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    in_scale, in_zero = inp["quantization"]
-    out_scale, out_zero = out["quantization"]
-    quantized_in = np.issubdtype(inp["dtype"], np.integer)
-    quantized_out = np.issubdtype(out["dtype"], np.integer)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if quantized_in:  # the model's own input scale/zero point: q = round(x / s) + z, saturated
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max)
-        interp.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
-        interp.invoke()
-        y = interp.get_tensor(out["index"])
-        if quantized_out:
-            return ((y.astype(np.float32) - out_zero) * out_scale).astype(np.float32)
-        return y.astype(np.float32)
-
-    return run

@@ -1,4 +1,4 @@
-"""ExecuTorch ``.pte`` with the XNNPACK delegate: fp32, static int8 and dynamic int8 (XNNPACK's PT2E quantizer)."""
+"""Lowering to an ExecuTorch ``.pte`` with the XNNPACK delegate: fp32, static int8 and dynamic int8."""
 
 from __future__ import annotations
 
@@ -6,35 +6,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from edgevit._utils import atomic_path, require
-from edgevit.export.artifact import Runner
-from edgevit.quantize import PTQConfig
-
-SUFFIX = ".pte"
-PRECISIONS = ("fp32", "int8", "int8-dynamic")
+from edgevit.backends.executorch.quantizer import quantizer
+from edgevit.quantize import PTQConfig, calibrate_pt2e, capture, is_quantized
 
 
-def quantizer(precision: str):
-    """XNNPACK's PT2E quantizer: int8 symmetric per-channel weights; activations static or dynamic int8."""
-    require("executorch", "executorch")
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-
-    class PTQXNNPACKQuantizer(XNNPACKQuantizer):
-        # The conv-bn[-relu] patterns are QAT-only (prepare_pt2e folds BN into the conv before annotating), and
-        # matching them re-exports 12 pattern graphs on every call: ~5 s of each PTQ run on 2 cores, for nothing.
-        SUPPORTED_PATTERNS = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if "_bn" not in p.name]
-
-    dynamic = precision == "int8-dynamic"
-    return PTQXNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
-
-
-def export(
+def convert(
     model: torch.nn.Module,
     example: torch.Tensor,
     path: Path,
@@ -50,11 +29,9 @@ def export(
     (each runs on ExecuTorch's portable CPU kernels, and each partition boundary costs a copy).
     """
     require("executorch", "executorch")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.devtools.backend_debug import get_delegation_info
-    from executorch.exir import to_edge_transform_and_lower
-
-    from edgevit.quantize import is_quantized
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: PLC0415
+    from executorch.devtools.backend_debug import get_delegation_info  # noqa: PLC0415
+    from executorch.exir import to_edge_transform_and_lower  # noqa: PLC0415
 
     quant: dict[str, Any] = {}
     if precision != "fp32" and not is_quantized(model):
@@ -90,18 +67,16 @@ def prepare(
     calib: torch.Tensor | None = None,
     ptq: PTQConfig | None = None,
 ) -> torch.export.ExportedProgram:
-    """The program :func:`export` lowers: PT2E-quantized with XNNPACK's quantizer for int8 precisions (unless
+    """The program :func:`convert` lowers: PT2E-quantized with XNNPACK's quantizer for int8 precisions (unless
     ``model`` already is), exported and decomposed with the XNNPACK-friendly decompositions. The divergence finder
-    (:mod:`edgevit.parity.explain`) re-lowers this same program with intermediate outputs tapped."""
-    from edgevit.quantize import calibrate_pt2e, capture, is_quantized
-
+    (:mod:`edgevit.backends.executorch.trace`) re-lowers this same program with intermediate outputs tapped."""
     if precision != "fp32" and not is_quantized(model):
         graph = capture(model, example)
         model = calibrate_pt2e(graph, quantizer(precision), calib, "executorch", progress=False, config=ptq)
-    return torch.export.export(model, (example,)).run_decompositions(_XNNPACK_FRIENDLY_DECOMPOSITIONS)
+    return torch.export.export(model, (example,)).run_decompositions(XNNPACK_FRIENDLY_DECOMPOSITIONS)
 
 
-def _layer_norm_via_mean(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def layer_norm_via_mean(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """``native_layer_norm``, written with ops XNNPACK takes.
 
     XNNPACK's partitioner has no layer_norm, and its ``mean.dim`` only reduces the two innermost dims of a
@@ -125,31 +100,30 @@ def _layer_norm_via_mean(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
-    return _layer_norm_via_mean(x, normalized_shape, weight, bias, eps)[0]
+    return layer_norm_via_mean(x, normalized_shape, weight, bias, eps)[0]
 
 
 def _silu(x):
-    """``silu`` as ``x * sigmoid(x)``: XNNPACK's delegate takes ``aten.silu`` but runs it ~4x slower than
-    the two-op form here (measured: 3x3 conv + SiLU on 256 px, 1.56 ms vs 0.49 ms; LiteRT 0.35 ms), which made
-    MobileViT 1.9x slower in ExecuTorch than in LiteRT."""
+    """``silu`` as ``x * sigmoid(x)``: XNNPACK's delegate takes ``aten.silu`` but runs it ~4x slower than the
+    two-op form (see docs/design-notes.md: it made MobileViT 1.9x slower in ExecuTorch than in LiteRT)."""
     return x * torch.sigmoid(x)
 
 
 # torch.export keeps ``aten.layer_norm`` in its graph; later decompositions turn it into ``native_layer_norm``.
-_XNNPACK_FRIENDLY_DECOMPOSITIONS = {
+XNNPACK_FRIENDLY_DECOMPOSITIONS = {
     torch.ops.aten.layer_norm.default: _layer_norm,
-    torch.ops.aten.native_layer_norm.default: _layer_norm_via_mean,
+    torch.ops.aten.native_layer_norm.default: layer_norm_via_mean,
     torch.ops.aten.silu.default: _silu,
 }
 
 
 def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
-    """Nodes ExecuTorch's ATen-dialect verifier rejects (not core ATen) after the decompositions ``export`` runs."""
+    """Nodes ExecuTorch's ATen-dialect verifier rejects (not core ATen) after the decompositions ``convert`` runs."""
     require("executorch", "executorch")
-    from executorch.exir.tracer import _default_decomposition_table
-    from executorch.exir.verification.verifier import EXIRATenDialectVerifier
+    from executorch.exir.tracer import _default_decomposition_table  # noqa: PLC0415
+    from executorch.exir.verification.verifier import EXIRATenDialectVerifier  # noqa: PLC0415
 
-    ep = ep.run_decompositions({**_default_decomposition_table(), **_XNNPACK_FRIENDLY_DECOMPOSITIONS})
+    ep = ep.run_decompositions({**_default_decomposition_table(), **XNNPACK_FRIENDLY_DECOMPOSITIONS})
     verifier, bad = EXIRATenDialectVerifier(), []
     for node in ep.graph.nodes:
         if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
@@ -158,27 +132,3 @@ def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
             except Exception:  # SpecViolationError: not in the core ATen opset, no portable kernel
                 bad.append(node)
     return bad
-
-
-def load(path: Path, threads: int) -> Runner:
-    """Load a ``.pte`` into ``executorch.runtime`` with an XNNPACK threadpool of ``threads``.
-
-    Outputs are copied out with numpy, not cloned by the bindings: their ``clone_outputs=True`` copies with
-    ``torch``, whose OpenMP workers (``torch.get_num_threads()`` of them) then spin against XNNPACK's threadpool.
-    Measured on MobileViT-XXS's stem (a 1x16x128x128 output), 2 threads: 8.7-18 ms per call cloned, 0.93 ms
-    copied with numpy (LiteRT 0.7-1.8 ms in the same run).
-    """
-    require("executorch", "executorch")
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
-
-    portable_lib._unsafe_reset_threadpool(threads)
-    method = Runtime.get().load_program(Path(path)).load_method("forward")
-    call = method._method.call  # the bindings' method: ``execute`` takes no clone_outputs
-
-    def run(x: np.ndarray) -> np.ndarray:
-        # the outputs alias the method's planned memory until the next call: copy them out now
-        out = call([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))], clone_outputs=False)
-        return out[0].numpy().copy()
-
-    return run

@@ -1,15 +1,7 @@
-"""A recipe = model + data + train + quantize + export targets + parity tolerances, and the stages that run it.
+"""The stages that run a recipe: train, QAT, export (quantizing per backend), parity, prune, sparsify.
 
-Every stage reads and writes files in a run directory, so each CLI verb can run on its own::
-
-    RUN/recipe.yaml               the resolved recipe (written first)
-    RUN/checkpoints/              last.{safetensors,optim.safetensors,ema.safetensors,json} every epoch (and every
-                                  train.ckpt_every_steps steps), config.json: the resolved train config
-    RUN/metrics.csv, RUN/tb/      one row per epoch; TensorBoard events
-    RUN/model.{safetensors,json}  the trained model (the EMA weights when train.ema_decay is set) and how to
-                                  rebuild it
-    RUN/artifacts/                exported files + manifest.json (input shape, mean/std, classes)
-    RUN/parity.json, report.md    the parity report
+Every stage reads and writes files in a run directory (:mod:`edgevit.rundir` owns its layout), so each CLI verb
+can run on its own.
 """
 
 from __future__ import annotations
@@ -17,211 +9,39 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-from edgevit._utils import EdgeVitError, read_json, write_json_atomic, write_text_atomic
+from edgevit._utils import EdgeVitError, progress_bar
+from edgevit.backends import get_backend
 from edgevit.data import DataSplits, build_dataset, calibration_batch, select_classes
 from edgevit.data.transforms import AugConfig
-from edgevit.export import BACKENDS, DEFAULT_PRECISION, Artifact, backend_module, export
-from edgevit.models import create_model, list_models, load_model, save_model
-from edgevit.parity import ParityConfig, ParityReport, check, write_report
-from edgevit.prune import PruneConfig, SparsityConfig
+from edgevit.export import Artifact, export
+from edgevit.models import create_model, load_model, save_model
+from edgevit.parity import ParityReport, app_inputs, check, write_report
+from edgevit.parity.devices import get_device
+from edgevit.parity.explain import explain_report
+from edgevit.prune import PruneConfig, SparsityConfig, make_sparsity_permanent_, prune_, sparsify_
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig
-from edgevit.quantize.qat import QAT_BACKENDS, QATConfig
+from edgevit.quantize.mixed import plan_mixed_precision
+from edgevit.quantize.qat import convert_qat, load_qat, train_qat
+from edgevit.recipe.config import Recipe, Target
+from edgevit.rundir import (
+    manifest_artifacts,
+    model_path,
+    plan_path,
+    qat_dir,
+    read_manifest,
+    recipe_path,
+    record,
+    report_paths,
+)
 from edgevit.train import TrainConfig, predict, seed_everything, top1, train
 from edgevit.train.distill import distillation_loss
-from edgevit.train.finetune import FinetuneConfig, freeze_backbone_, frozen_to_eval_, load_pretrained_, resolve_source
+from edgevit.train.finetune import freeze_backbone_, frozen_to_eval_, load_pretrained_, resolve_source
 from edgevit.train.multiscale import check_sizes
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataConfig(_Strict):
-    """Which dataset (``digits`` is built in; ``imagefolder`` needs ``root``) and how to split it."""
-
-    name: Literal["digits", "imagefolder"] = "digits"
-    root: str | None = None
-    img_size: int = Field(32, ge=8)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    classes: list[str] | None = Field(
-        None, description="only these classes (by name), relabelled 0..n-1 in this order; e.g. a transfer split"
-    )
-
-    @model_validator(mode="after")
-    def _root_for_imagefolder(self) -> DataConfig:
-        if self.name == "imagefolder" and not self.root:
-            raise ValueError("data.root is required for the imagefolder dataset")
-        return self
-
-
-class ModelConfig(_Strict):
-    """A registry name and architecture overrides (``patch_size``, ``depth``, ...)."""
-
-    name: str
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class Target(_Strict):
-    """One artifact to export."""
-
-    backend: Literal["executorch", "tflite", "coreml", "onnx"]
-    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "w8", "w4", "w4-lut", "sparse"] | None = None
-    method: Literal["pt2e", "nncf", "qat"] | None = Field(
-        None, description="PTQ method (default: quantize.method), or qat: the graph fine-tuned by `train --qat`"
-    )
-    layout: Literal["NCHW", "NHWC"] = Field(
-        "NCHW", description="the artifact's input layout; NHWC bakes the NCHW <- NHWC permute into the graph"
-    )
-
-    @model_validator(mode="after")
-    def _backend_takes_precision(self) -> Target:
-        precisions = backend_module(self.backend).PRECISIONS
-        if self.precision is not None and self.precision not in precisions:
-            raise ValueError(f"{self.backend} exports {', '.join(precisions)}, not {self.precision!r}")
-        if self.method == "qat" and (self.backend not in QAT_BACKENDS or self.precision != "int8"):
-            raise ValueError(f"method qat is int8 on {' or '.join(QAT_BACKENDS)}, not {self.backend} {self.precision}")
-        if self.method == "qat" and self.layout != "NCHW":
-            raise ValueError("layout NHWC is not available with method qat: the QAT graph was captured NCHW")
-        return self
-
-    @property
-    def resolved_precision(self) -> str:
-        """The precision, defaulting to the backend's float one."""
-        return self.precision or DEFAULT_PRECISION[self.backend]
-
-    def filename(self, default_method: str) -> str:
-        """``{backend}_{precision}[_nncf|_qat][_nhwc]{suffix}``: one file per backend, precision, method, layout."""
-        quantized = self.resolved_precision != DEFAULT_PRECISION[self.backend]
-        method = self.method or default_method
-        tag = f"_{method}" if quantized and method != "pt2e" else ""
-        tag += "_nhwc" if self.layout == "NHWC" else ""
-        return f"{self.backend}_{self.resolved_precision}{tag}{backend_module(self.backend).SUFFIX}"
-
-
-def _default_targets() -> list[Target]:
-    return [
-        Target(backend="executorch", precision="fp32"),
-        Target(backend="executorch", precision="int8"),
-        Target(backend="tflite", precision="fp32"),
-        Target(backend="tflite", precision="int8"),
-        Target(backend="coreml", precision="fp16"),
-        Target(backend="onnx", precision="fp32"),
-        Target(backend="onnx", precision="int8"),
-    ]
-
-
-class ExportConfig(_Strict):
-    """The artifacts to produce."""
-
-    targets: list[Target] = Field(default_factory=_default_targets)
-
-
-_RECOVER_OWN = ("distill", "distill_weight", "temperature")
-# recovery's defaults where they differ from training from scratch
-# (30% pruned quickstart ViT: 5 epochs 96.1%, 10 epochs 98.3%; unpruned 98.1%)
-_RECOVER_TRAIN_DEFAULTS = {"epochs": 10, "lr": 5e-4, "warmup_epochs": 0.5}
-
-
-class RecoverConfig(_Strict):
-    """Fine-tuning after ``prune``/``sparsify`` (a ``recover:`` section): train settings plus knowledge
-    distillation from the uncompressed model (on by default).
-
-    In YAML the section is flat (``recover: {epochs: 10, lr: 5e-4, distill: true, temperature: 2.0}``): the
-    keys ``distill``, ``distill_weight`` and ``temperature`` are recovery's own; every other key is a
-    ``train:`` key and goes to :attr:`train`, a :class:`TrainConfig` with recovery's defaults (10 epochs, lr
-    5e-4, 0.5 warm-up epochs). ``recover.distill`` is a bool (KD from the model before compression), never
-    the DeiT ``train.distill`` section, which recovery does not take.
-    """
-
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(**_RECOVER_TRAIN_DEFAULTS))
-    distill: bool = Field(True, description="distil from the model before pruning/sparsifying")
-    distill_weight: float = Field(0.5, ge=0, le=1, description="weight of the KD term (1 - weight: labels)")
-    temperature: float = Field(2.0, gt=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_flat(cls, data: Any) -> Any:
-        """The flat YAML section -> ``{own keys..., "train": {the rest, over recovery's defaults}}``."""
-        if not isinstance(data, dict) or isinstance(data.get("train"), TrainConfig):
-            return data
-        own = {k: data[k] for k in _RECOVER_OWN if k in data}
-        rest = {k: v for k, v in data.items() if k not in _RECOVER_OWN}
-        return {**own, "train": {**_RECOVER_TRAIN_DEFAULTS, **rest}}
-
-    @model_serializer(mode="wrap")
-    def _to_flat(self, handler) -> dict[str, Any]:
-        """Dump flat again (the train keys beside recovery's own), as the YAML is written."""
-        out = handler(self)
-        train_keys = out.pop("train")
-        train_keys.pop("distill", None)  # DeiT distillation: not a recovery key (always None here)
-        return {**train_keys, **out}
-
-
-class Recipe(_Strict):
-    """A whole run. Unknown keys anywhere are an error naming the key."""
-
-    name: str = "run"
-    seed: int = 0
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    quantize: PTQConfig = Field(default_factory=PTQConfig)
-    qat: QATConfig = Field(default_factory=QATConfig, description="`edgevit train --qat` and method: qat targets")
-    prune: PruneConfig = Field(default_factory=PruneConfig, description="`edgevit prune`: structured pruning")
-    sparsify: SparsityConfig = Field(default_factory=SparsityConfig, description="`edgevit sparsify`")
-    recover: RecoverConfig = Field(default_factory=RecoverConfig, description="fine-tuning after prune/sparsify")
-    finetune: FinetuneConfig | None = Field(
-        None, description="start from a trained model: FixRes (a new data.img_size), transfer, linear probe"
-    )
-    export: ExportConfig = Field(default_factory=ExportConfig)
-    parity: ParityConfig = Field(default_factory=ParityConfig)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Recipe:
-        """Parse and validate a recipe YAML.
-
-        Raises:
-            EdgeVitError: missing file, bad YAML, unknown key, wrong type or value, unknown model.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise EdgeVitError(f"recipe not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise EdgeVitError(f"recipe {path} is not valid YAML: {e}") from e
-        return cls.from_dict(raw or {}, source=str(path))
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "recipe") -> Recipe:
-        """Validate a recipe given as a dict (see :meth:`load`)."""
-        if not isinstance(raw, dict):
-            raise EdgeVitError(f"{source}: the top level must be a mapping of sections")
-        try:
-            recipe = cls.model_validate(raw)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = list(err["loc"])
-            if loc[:2] == ["recover", "train"]:
-                del loc[1]  # the recover section is flat in YAML (RecoverConfig.train holds its train keys)
-            key = ".".join(str(p) for p in loc)
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
-            raise EdgeVitError(f"{source}: recipe key '{key}': {msg}{more}") from None
-        if recipe.model.name not in list_models():
-            create_model(recipe.model.name)  # raises the unknown-model error with suggestions
-        return recipe
-
-    def save(self, path: str | Path) -> Path:
-        """Write the resolved recipe as YAML, atomically."""
-        return write_text_atomic(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -297,7 +117,7 @@ def load_run(run_dir: str | Path) -> Recipe:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EdgeVitError(f"run directory not found: {run_dir}")
-    return Recipe.load(run_dir / "recipe.yaml")
+    return Recipe.load(recipe_path(run_dir))
 
 
 def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> float:
@@ -321,7 +141,7 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
         recipe = _inherit_source_args(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
-        recipe.save(run_dir / "recipe.yaml")
+        recipe.save(recipe_path(run_dir))
     model, data, args = build_model_and_data(recipe, augment=True)
     if recipe.train.multiscale:  # before any training, naming the recipe's model
         check_sizes(model, recipe.train.multiscale.sizes, tuple(data.val[0][0].shape), recipe.model.name)
@@ -355,7 +175,7 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
             result.ema_model or model,
             recipe.model.name,
             {k: v for k, v in args.items() if k != "drop_path_rate"},  # training-only; eval ignores it
-            run_dir / "model.safetensors",
+            model_path(run_dir),
             classes=data.classes,
             mean=list(model.default_cfg["mean"]),
             std=list(model.default_cfg["std"]),
@@ -408,11 +228,6 @@ def load_teacher(path: str | Path, student_cfg: dict, data: DataSplits) -> torch
     return teacher.eval().requires_grad_(False)
 
 
-def qat_dir(run_dir: str | Path, backend: str) -> Path:
-    """Where ``stage_qat`` fine-tunes ``backend``'s QAT graph (checkpoints, metrics.csv)."""
-    return Path(run_dir) / "qat" / backend
-
-
 def qat_backends(recipe: Recipe) -> list[str]:
     """The backends the recipe's ``method: qat`` targets need a QAT run for (default: executorch)."""
     return list(dict.fromkeys(t.backend for t in recipe.export.targets if t.method == "qat")) or ["executorch"]
@@ -424,10 +239,8 @@ def stage_qat(
     """Quantization-aware fine-tuning of RUN's trained float model with each backend's QAT quantizer (the
     recipe's ``qat:`` section) into ``RUN/qat/<backend>/``; ``method: qat`` targets export from there.
     Returns the fake-quantized model's val top-1 per backend."""
-    from edgevit.quantize.qat import train_qat
-
     run_dir = Path(run_dir)
-    recipe, model, data, _ = _trained(run_dir)
+    recipe, model, data, _ = trained(run_dir)
     out = {}
     for backend in backends or qat_backends(recipe):
         _, result = train_qat(
@@ -436,7 +249,7 @@ def stage_qat(
             recipe.qat,
             qat_dir(run_dir, backend),
             example=_example(data),
-            backend=backend,
+            backend=get_backend(backend),
             train_cfg=_finetune_base(recipe.train),
             seed=recipe.seed,
             resume=resume,
@@ -458,12 +271,10 @@ def _finetune_base(cfg: TrainConfig) -> TrainConfig:
 
 def _qat_graph(run_dir: Path, recipe: Recipe, model, example: torch.Tensor, backend: str):
     """The converted QAT graph of ``backend`` (from ``stage_qat``'s last checkpoint), at batch 1."""
-    from edgevit.quantize.qat import convert_qat, load_qat
-
     ckpt = qat_dir(run_dir, backend) / "checkpoints"
     if not (ckpt / "last.json").is_file():
         raise EdgeVitError(f"{run_dir} has no {backend} QAT run; run `edgevit train RECIPE --out {run_dir} --qat`")
-    return convert_qat(load_qat(model, example, ckpt, backend), example)
+    return convert_qat(load_qat(model, example, ckpt, get_backend(backend)), example)
 
 
 def _compress_stage(
@@ -481,13 +292,13 @@ def _compress_stage(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise EdgeVitError(f"{what}: --out must be a new run directory, not {run_dir} itself")
-    recipe, model, data, meta = _trained(run_dir)
+    recipe, model, data, meta = trained(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     recover = recipe.recover
     if epochs:
         recover = recover.model_copy(update={"train": recover.train.model_copy(update={"epochs": epochs})})
     recipe = recipe.model_copy(update={"name": f"{recipe.name}-{what}", "recover": recover})
-    recipe.save(out_dir / "recipe.yaml")
+    recipe.save(recipe_path(out_dir))
     teacher = copy.deepcopy(model) if recover.distill else None
     summary = apply(model, recipe, data)
     cfg = recover.train.model_copy(update={"threads": recover.train.threads or recipe.train.threads})
@@ -502,7 +313,7 @@ def _compress_stage(
         model,
         meta["name"],
         meta["args"],
-        out_dir / "model.safetensors",
+        model_path(out_dir),
         **extra,
         val_top1=result.final_val_top1,
         source_run=str(run_dir),
@@ -523,7 +334,6 @@ def stage_prune(
     """Structurally prune RUN's trained model (``config`` or the recipe's ``prune``), recover-fine-tune it,
     and write a new run OUT (export and parity it like any run). ``epochs`` overrides ``recover.epochs``.
     Returns params/MACs before and after, heads per attention, and val top-1 before and after."""
-    from edgevit.prune import prune_
 
     def apply(model, recipe, data):
         cfg = config or recipe.prune
@@ -543,7 +353,6 @@ def stage_sparsify(
 ) -> dict[str, Any]:
     """Magnitude-prune RUN's model to a target unstructured sparsity, fine-tune with the masks held, fold the
     masks, and write a new run OUT. Dense kernels gain nothing; Core ML's sparse weights shrink the file."""
-    from edgevit.prune import make_sparsity_permanent_, sparsify_
 
     def apply(model, recipe, data):
         cfg = config or recipe.sparsify
@@ -552,11 +361,18 @@ def stage_sparsify(
     return _compress_stage(run_dir, out_dir, "sparse", apply, resume, progress, epochs, make_sparsity_permanent_)
 
 
-def _trained(run_dir: Path) -> tuple[Recipe, torch.nn.Module, DataSplits, dict]:
+def trained(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, DataSplits, dict]:
+    """A trained run's ``(recipe, model, data, model.json meta)``: the model loaded from ``model.safetensors`` and the
+    recipe's data split, normalised with the model's mean/std.
+
+    Raises:
+        EdgeVitError: no run directory, recipe or trained model there.
+    """
+    run_dir = Path(run_dir)
     recipe = load_run(run_dir)
-    if not (run_dir / "model.safetensors").is_file():
+    if not model_path(run_dir).is_file():
         raise EdgeVitError(f"{run_dir} has no trained model (model.safetensors); run `edgevit train` first")
-    model, meta = load_model(run_dir / "model.safetensors")
+    model, meta = load_model(model_path(run_dir))
     _, data, _ = build_model_and_data(recipe, num_classes=meta["args"].get("num_classes"))
     return recipe, model, data, meta
 
@@ -565,49 +381,10 @@ def _example(data: DataSplits) -> torch.Tensor:
     return data.val[0][0][None].clone()  # [1, C, H, W]; a view would drag the dataset along
 
 
-def _manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "artifacts" / "manifest.json"
-    return read_json(path, "artifact manifest") if path.is_file() else {"artifacts": []}
-
-
-def _record(run_dir: Path, meta: dict, example: torch.Tensor, artifacts: list[Artifact]) -> None:
-    """Add (or replace) ``artifacts`` in ``artifacts/manifest.json``, with what an app needs to feed them."""
-    manifest = _manifest(run_dir)
-    new = {str(Path(x.path).relative_to(run_dir)) for x in artifacts}
-    keep = [a for a in manifest["artifacts"] if a["path"] not in new]
-    manifest = {
-        "model": {"name": meta["name"], "args": meta["args"]},
-        "input": {
-            "name": "image",
-            "shape": list(example.shape),
-            "layout": "NCHW",
-            "dtype": "float32",
-            "mean": meta["mean"],
-            "std": meta["std"],
-            "scale": "pixel / 255, then (x - mean) / std",
-            # shape and layout are the PyTorch model's; a channels-last export takes its own (NHWC: [1, H, W, C])
-            "per_artifact": "artifacts[].info.input_layout and info.input_shape override layout and shape",
-        },
-        "output": {"name": "logits", "shape": [1, len(meta["classes"])]},
-        "classes": meta["classes"],
-        "artifacts": keep + [a.to_json(root=run_dir) for a in artifacts],
-    }
-    write_json_atomic(run_dir / "artifacts" / "manifest.json", manifest)
-
-
 def _calib_batch(recipe: Recipe, data: DataSplits) -> torch.Tensor:
     """The deterministic ``quantize.calib_images`` training images static int8 is calibrated with: by
     ``stage_export``, and again by ``stage_parity`` when explain re-quantizes a ``.pte`` (they must be the same)."""
     return calibration_batch(data.train, recipe.quantize.calib_images, seed=recipe.seed)
-
-
-def _quantized(t: Target) -> bool:
-    return t.resolved_precision != DEFAULT_PRECISION[t.backend]
-
-
-def plan_path(run_dir: str | Path) -> Path:
-    """Where ``stage_export`` writes the accuracy-controlled mixed-precision plan."""
-    return Path(run_dir) / "artifacts" / "mixed_precision.json"
 
 
 def stage_export(
@@ -621,14 +398,14 @@ def stage_export(
     (``artifacts/mixed_precision.json``) and its float modules stay float in every quantized target.
     """
     run_dir = Path(run_dir)
-    recipe, model, data, meta = _trained(run_dir)
+    recipe, model, data, meta = trained(run_dir)
     targets = recipe.export.targets if targets is None else targets
     example = _example(data)
     ptq = recipe.quantize
     if max_drop is not None:
         ptq = ptq.model_copy(update={"max_drop": max_drop})
     calib = None
-    mixed = ptq.max_drop is not None and any(_quantized(t) for t in targets)
+    mixed = ptq.max_drop is not None and any(t.quantized for t in targets)
     if mixed or any(t.resolved_precision in CALIBRATED_PRECISIONS for t in targets):
         calib = _calib_batch(recipe, data)
     if mixed:
@@ -636,8 +413,6 @@ def stage_export(
         plan.save(plan_path(run_dir))
         ptq = ptq.model_copy(update={"keep_float": list(dict.fromkeys(ptq.keep_float + plan.float_modules))})
     done = []
-    from edgevit._utils import progress_bar
-
     with progress_bar(progress) as bars:
         task = bars.add_task("export", total=len(targets), info="")
         for t in targets:
@@ -648,15 +423,15 @@ def stage_export(
                 art = export(
                     _qat_graph(run_dir, recipe, model, example, t.backend), example, t.backend, path, precision
                 )
-                q = {"executorch": "XNNPACKQuantizer", "tflite": "litert_torch PT2EQuantizer"}[t.backend]
-                art.info.update(method="qat", quantizer=f"{q} via QAT", qat=recipe.qat.model_dump())
+                label = get_backend(t.backend).qat_label
+                art.info.update(method="qat", quantizer=label, qat=recipe.qat.model_dump())
                 done.append(art)
                 bars.update(task, advance=1)
                 continue
             t_ptq = ptq.model_copy(update={"method": t.method or ptq.method})
             done.append(export(model, example, t.backend, path, precision, calib=calib, ptq=t_ptq, layout=t.layout))
             bars.update(task, advance=1)
-    _record(run_dir, meta, example, done)
+    record(run_dir, meta, list(example.shape), done)
     return done
 
 
@@ -664,13 +439,11 @@ def _plan_mixed_precision(model, data: DataSplits, calib: torch.Tensor, ptq: PTQ
     """The max_drop plan, measured with XNNPACK's int8 scheme (Core ML's W8A8 uses the same; litert-torch's and
     ONNX Runtime's are close: symmetric per-channel int8 weights, int8 activations) on the first
     ``accuracy_images`` validation images."""
-    from edgevit.export.executorch import quantizer
-    from edgevit.quantize.mixed import plan_mixed_precision
-
     n = min(ptq.accuracy_images, len(data.val))
     images = torch.stack([data.val[i][0] for i in range(n)])
     labels = np.array([int(data.val[i][1]) for i in range(n)])
-    return plan_mixed_precision(model, quantizer("int8"), calib, images, labels, ptq.max_drop, progress=progress)
+    quantizer = get_backend("executorch").quantizer("int8")
+    return plan_mixed_precision(model, quantizer, calib, images, labels, ptq.max_drop, progress=progress)
 
 
 def stage_parity(
@@ -690,17 +463,16 @@ def stage_parity(
     sees them as in training. ``explain`` (:mod:`edgevit.parity.explain`): None explains each failing artifact,
     True every artifact, False none; the result is each entry's ``explain``. Not on an emulated device.
     """
-    from edgevit.parity.devices import get_device
-    from edgevit.parity.explain import app_inputs, explain_report
-
     run_dir = Path(run_dir)
     dev = get_device(device, cache)
     dev.ensure_ready()  # before minutes of work, not after
-    recipe, model, data, meta = _trained(run_dir)
-    manifest = _manifest(run_dir)
-    artifacts = [Artifact.from_json(a, root=run_dir) for a in manifest["artifacts"]]
+    recipe, model, data, meta = trained(run_dir)
+    manifest = read_manifest(run_dir)
+    artifacts = manifest_artifacts(run_dir, manifest)
     if not artifacts:
         raise EdgeVitError(f"{run_dir}/artifacts has no artifacts; run `edgevit export {run_dir}` first")
+    for stale in report_paths(run_dir, dev.name):  # a failed check must never leave an old PASS report behind
+        stale.unlink(missing_ok=True)
     images = np.stack([data.val[i][0].numpy() for i in range(len(data.val))])
     labels = np.array([int(data.val[i][1]) for i in range(len(data.val))])
 
@@ -713,8 +485,8 @@ def stage_parity(
 
     report = check(artifacts, app, labels, reference, recipe.parity, progress=progress, device=dev, normalization=norm)
     if explain is not False and not getattr(dev, "emulated", False):
-        calib = None  # what stage_export calibrated static int8 with (deterministic): explain re-quantizes with it
-        if any(a.backend == "executorch" and a.precision in CALIBRATED_PRECISIONS for a in artifacts):
+        calib = None  # what stage_export calibrated static int8 with (deterministic): a tracer may re-quantize
+        if any(a.precision in CALIBRATED_PRECISIONS for a in artifacts):
             calib = _calib_batch(recipe, data)
         explain_report(report, artifacts, model, images, app, bool(explain), calib=calib, ptq=recipe.quantize)
     for entry in report.artifacts:
@@ -732,4 +504,17 @@ def run(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: boo
     return stage_parity(run_dir, progress=progress)
 
 
-__all__ = ["BACKENDS", "DataConfig", "ExportConfig", "ModelConfig", "Recipe", "Target", "run"]
+__all__ = [
+    "build_model_and_data",
+    "load_run",
+    "load_teacher",
+    "qat_backends",
+    "run",
+    "stage_export",
+    "stage_parity",
+    "stage_prune",
+    "stage_qat",
+    "stage_sparsify",
+    "stage_train",
+    "trained",
+]

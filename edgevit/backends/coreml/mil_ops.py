@@ -1,37 +1,19 @@
-"""A Core ML emulator: run a converted ML Program (MIL) with NumPy on any OS.
+"""The MIL ops edgevit's Core ML emulator implements: ``OPS``, op type -> ``function(**inputs) -> array | tuple``.
 
-``emulate(model, inputs)`` mirrors ``MLModel.predict``: ``model`` is an ``MLModel``, a ``.mlpackage`` path or a
-MIL ``Program``; ``inputs`` maps input names to arrays; the result maps output names to arrays. ``Emulator`` loads
-the program once (constant and compressed weights decompressed once) for repeated runs, and ``trace`` returns every
-op's output for layer-by-layer comparison.
-
-Precision: every MIL value carries a dtype, and the emulator honours it. Each op computes in float32 from its
-inputs (fp16 inputs and weights are exact in float32) and its outputs are rounded to the dtype the program
-declares (round-to-nearest-even to float16 for ``fp16`` outputs, overflow to inf), so a program converted with
-fp16 compute (``cast`` to fp16 at the input, fp16 weights, ``cast`` back at the output) is rounded to float16
-after every op, as Core ML stores fp16 activations between ops; an fp32 program computes in float32 throughout.
-What this does not model: accumulation inside one op in fp16 (the GPU and Neural Engine may accumulate in
-lower precision than float32), op fusion the runtime performs, and the Neural Engine's own activation
-approximations. Emulated fp16 numbers are therefore close to, not bit-identical with, an iPhone's.
-
-Ops are a registry, ``OPS: op type -> function(**inputs) -> array | tuple``; an op not in it is an
-:class:`~edgevit._utils.EdgeVitError` naming the op type, the op and its output.
+Each op computes in float32 (or the integer type it is given) with NumPy, following the MIL op definitions in
+coremltools (``coremltools/converters/mil/mil/ops/defs``); :class:`edgevit.backends.coreml.emulator.Emulator`
+rounds its outputs to the dtype the program declares.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError, require
-
-EXECUTION = "emulated (NumPy MIL interpreter, per-op fp16 rounding)"
-
+from edgevit._utils import EdgeVitError
 
 # ----------------------------------------------------------------------------------------------- elementwise
 def _sigmoid(x):
@@ -345,7 +327,8 @@ def _quantize(input, scale, output_dtype, zero_point=None, axis=None):
     return np.clip(q, lo, hi)
 
 
-def _dequantize(input, scale, zero_point=None, axis=None):
+def dequantize(input, scale, zero_point=None, axis=None):
+    """MIL ``dequantize``: ``(input - zero_point) * scale`` per tensor or along ``axis``."""
     x = input.astype(np.float32)
     if zero_point is not None:
         x = x - _per_axis(zero_point, input.ndim, axis).astype(np.float32)
@@ -353,7 +336,7 @@ def _dequantize(input, scale, zero_point=None, axis=None):
 
 
 def _constexpr_affine_dequantize(quantized_data, zero_point, scale, axis):
-    return _dequantize(quantized_data, scale, zero_point, axis)
+    return dequantize(quantized_data, scale, zero_point, axis)
 
 
 def _repeat_blocks(param, shape):
@@ -522,243 +505,9 @@ OPS: dict[str, Callable[..., Any]] = {
     "shape": lambda x: np.array(x.shape, np.int32),
     # quantization and compressed weights
     "quantize": _quantize,
-    "dequantize": _dequantize,
+    "dequantize": dequantize,
     "constexpr_affine_dequantize": _constexpr_affine_dequantize,
     "constexpr_blockwise_shift_scale": _constexpr_blockwise_shift_scale,
     "constexpr_lut_to_dense": _constexpr_lut_to_dense,
     "constexpr_sparse_to_dense": _constexpr_sparse_to_dense,
 }
-
-_NP_DTYPE = {
-    "fp16": np.float16,
-    "fp32": np.float32,
-    "fp64": np.float64,
-    "int32": np.int32,
-    "int64": np.int64,
-    "int16": np.int16,
-    "uint16": np.uint16,
-    "int8": np.int8,
-    "uint8": np.uint8,
-    "int4": np.int8,
-    "uint4": np.uint8,
-    "uint1": np.uint8,
-    "bool": np.bool_,
-}
-
-
-def _dtype_name(var) -> str | None:
-    from coremltools.converters.mil.mil import types
-
-    t = var.sym_type
-    elem = t.get_primitive() if types.is_tensor(t) else t
-    try:
-        return types.builtin_to_string(elem)
-    except Exception:  # strings, lists, states
-        return None
-
-
-def _to_dtype(value, name: str | None):
-    """``value`` rounded/cast to MIL dtype ``name`` (float16 rounding is round-to-nearest-even)."""
-    if name is None or name not in _NP_DTYPE or isinstance(value, str):
-        return value
-    return np.asarray(value).astype(_NP_DTYPE[name], copy=False)
-
-
-def _compute(value):
-    """What an op computes on: float16 -> float32 (exact), everything else as is."""
-    if isinstance(value, np.ndarray) and value.dtype == np.float16:
-        return value.astype(np.float32)
-    if isinstance(value, np.float16):
-        return np.float32(value)
-    return value
-
-
-@functools.cache
-def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS libraries (scanning them once costs milliseconds)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def load_program(model):
-    """The MIL ``Program`` of ``model``: an ``MLModel``, a ``.mlpackage`` path, or a ``Program`` (returned as is).
-
-    A saved package is read back from its protobuf spec and weight file, i.e. exactly what ships.
-
-    Raises:
-        EdgeVitError: the path does not exist, or the model is not an ML Program.
-    """
-    ct = require("coremltools", "coreml")
-    from coremltools.converters.mil.mil import Program
-
-    if isinstance(model, Program):
-        return model
-    if isinstance(model, (str, Path)):
-        if not Path(model).exists():
-            raise EdgeVitError(f"Core ML model not found: {model}")
-        model = ct.models.MLModel(str(model), skip_model_load=True)
-    spec = model.get_spec()
-    if spec.WhichOneof("Type") != "mlProgram":
-        if getattr(model, "_mil_program", None) is not None:
-            return model._mil_program
-        raise EdgeVitError(
-            f"the Core ML emulator runs ML Programs (convert_to='mlprogram'); this model is {spec.WhichOneof('Type')}"
-        )
-    from coremltools.converters.mil.frontend.milproto.load import load
-
-    return load(spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir)
-
-
-class Emulator:
-    """A loaded ML Program, ready to run: ``Emulator(model)(inputs) -> {output name: array}``.
-
-    Args:
-        model: an ``MLModel``, a ``.mlpackage`` path, or a MIL ``Program``.
-        function: the program function to run (``main`` by default).
-
-    Raises:
-        EdgeVitError: the model cannot be loaded, or it holds an op the emulator does not implement (named, with
-            the op and the variable it produces).
-    """
-
-    def __init__(self, model, function: str = "main"):
-        program = load_program(model)
-        if function not in program.functions:
-            raise EdgeVitError(f"ML Program has no function {function!r}; it has {', '.join(program.functions)}")
-        fn = program.functions[function]
-        self.inputs = {name: (tuple(v.shape), _dtype_name(v)) for name, v in fn.inputs.items()}
-        self.outputs = [v.name for v in fn.outputs]
-        self._consts: dict[str, Any] = {}  # var name -> value in its MIL dtype
-        self._plan: list[tuple[Any, Callable, dict[str, Any]]] = []
-        unsupported = []
-        for op in fn.operations:
-            if op.blocks:
-                unsupported.append(op)
-                continue
-            if op.op_type == "const":
-                self._consts[op.outputs[0].name] = _to_dtype(op.outputs[0].val, _dtype_name(op.outputs[0]))
-                continue
-            if op.op_type not in OPS:
-                unsupported.append(op)
-                continue
-            args = {
-                k: (tuple(x.name for x in v) if isinstance(v, (list, tuple)) else v.name) for k, v in op.inputs.items()
-            }
-            for v in op.inputs.values():  # constants the loader inlined (no const op in the block)
-                for x in v if isinstance(v, (list, tuple)) else (v,):
-                    if x.op is None and x.val is not None and x.name not in self._consts:
-                        self._consts[x.name] = _to_dtype(x.val, _dtype_name(x))
-            self._plan.append((op, OPS[op.op_type], args))
-        if unsupported:
-            first = unsupported[0]
-            kinds = sorted({o.op_type for o in unsupported})
-            raise EdgeVitError(
-                f"Core ML emulator does not implement MIL op {first.op_type!r} (op {first.name!r} -> "
-                f"%{first.outputs[0].name if first.outputs else '?'}); unsupported here: {', '.join(kinds)}. "
-                "Add it to edgevit.parity.coreml.OPS"
-            )
-        self._fold_constexpr()
-        self.fp16 = any(_dtype_name(o) == "fp16" for op, _, _ in self._plan for o in op.outputs)
-        # float32 copies of fp16 constants, made once: ops compute in float32
-        self._compute_consts = {k: _compute(v) for k, v in self._consts.items()}
-
-    def _fold_constexpr(self) -> None:
-        """Decompress weights once: ``constexpr_*`` ops (and anything computed only from constants) run at load."""
-        rest = []
-        for op, f, args in self._plan:
-            names = [n for a in args.values() for n in (a if isinstance(a, tuple) else (a,))]
-            if op.op_type.startswith("constexpr_") and all(n in self._consts for n in names):
-                outs = self._run_op(op, f, args, lambda n: _compute(self._consts[n]))
-                self._consts.update(outs)
-            else:
-                rest.append((op, f, args))
-        self._plan = rest
-
-    @staticmethod
-    def _run_op(op, f, args, get):
-        kwargs = {k: [get(n) for n in a] if isinstance(a, tuple) else get(a) for k, a in args.items()}
-        try:
-            out = f(**kwargs)
-        except EdgeVitError:
-            raise
-        except Exception as e:
-            raise EdgeVitError(
-                f"Core ML emulator failed at op {op.name!r} ({op.op_type} -> %{op.outputs[0].name}): "
-                f"{type(e).__name__}: {e}"
-            ) from e
-        outs = out if isinstance(out, tuple) else (out,)
-        return {v.name: _to_dtype(o, _dtype_name(v)) for v, o in zip(op.outputs, outs, strict=True)}
-
-    def _bind(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        missing = [n for n in self.inputs if n not in inputs]
-        extra = [n for n in inputs if n not in self.inputs]
-        if missing or extra:
-            raise EdgeVitError(f"Core ML model inputs are {', '.join(self.inputs)}; got {', '.join(inputs) or 'none'}")
-        env: dict[str, Any] = {}
-        for name, (shape, dtype) in self.inputs.items():
-            x = np.asarray(inputs[name])
-            ok = len(shape) == x.ndim and all(
-                not isinstance(s, int) or s == d for s, d in zip(shape, x.shape, strict=True)
-            )
-            if not ok:
-                raise EdgeVitError(f"Core ML input {name!r} has shape {shape}; got {x.shape}")
-            env[name] = _to_dtype(x, dtype)
-        return env
-
-    def trace(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every op output (and the inputs), by MIL variable name in program order, in their MIL dtypes."""
-        env = self._bind(inputs)
-        consts = self._compute_consts
-
-        def get(name):  # activations are stored in their MIL dtype; constants were converted once
-            return _compute(env[name]) if name in env else consts[name]
-
-        # one BLAS thread: batch-1 matrices are small, and a multi-threaded BLAS on a busy host spins (measured:
-        # 16 ms vs 490 ms per image for the quickstart ViT on 2 shared cores)
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            for op, f, args in self._plan:
-                env.update(self._run_op(op, f, args, get))
-        return env
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the program; ``{output name: array}`` in the outputs' declared dtypes, as ``MLModel.predict``."""
-        env = self.trace(inputs)
-        return {name: env[name] for name in self.outputs}
-
-
-def runner(path: str | Path):
-    """A parity runner for a ``.mlpackage``: ``[1, C, H, W]`` float32 -> ``[1, K]`` float32, emulated.
-
-    Its ``execution`` attribute says how (:data:`EXECUTION`, or the fp32 variant for an fp32 program).
-    """
-    em = Emulator(path)
-    if len(em.inputs) != 1 or len(em.outputs) != 1:
-        raise EdgeVitError(f"{path}: parity runs single-input, single-output models; this has {list(em.inputs)}")
-    (name,), out = list(em.inputs), em.outputs[0]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return np.asarray(em({name: x})[out], dtype=np.float32)
-
-    run.execution = EXECUTION if em.fp16 else EXECUTION.replace("per-op fp16 rounding", "fp32")
-    return run
-
-
-def emulate(model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a Core ML ML Program with NumPy, as ``MLModel.predict(inputs)`` would on a device.
-
-    Args:
-        model: an ``MLModel``, a ``.mlpackage`` path, or a MIL ``Program``.
-        inputs: input name -> array (cast to the input's declared dtype; shapes must match).
-
-    Returns:
-        Output name -> array, in the outputs' declared dtypes. fp16 programs are rounded to float16 after every op
-        (see the module docstring for what is and is not emulated).
-
-    Raises:
-        EdgeVitError: unloadable model, an op the emulator does not implement (named), or wrong inputs.
-    """
-    return Emulator(model)(inputs)
-
-
-__all__ = ["EXECUTION", "OPS", "Emulator", "emulate", "load_program", "runner"]

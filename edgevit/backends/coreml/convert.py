@@ -1,53 +1,29 @@
-"""Core ML ``.mlpackage`` (ML Program, fp16 compute as is Core ML's default) via coremltools.
+"""Converting to a Core ML ``.mlpackage`` (ML Program, fp16 compute as is Core ML's default) with coremltools.
 
 Precisions: ``fp16``; ``int8`` (W8A8: int8 weights and activations as Core ML quantize/dequantize ops);
 ``w8`` (weight-only int8, per channel), ``w4`` (weight-only int4, per block of 32) and ``w4-lut`` (4-bit
 k-means palettisation), all with coremltools.optimize on the converted ML Program and fp16 compute.
 
 Conversion works on any OS; executing needs macOS (``MLModel.predict``). Off macOS, ``load`` raises
-:class:`NotRunnable`, and parity runs the package in :mod:`edgevit.parity.coreml` (a NumPy interpreter of the
-ML Program with per-op fp16 rounding) instead, saying so in the report.
+:class:`NotRunnable`, and :meth:`edgevit.export.Artifact.load` runs the package in
+:mod:`edgevit.backends.coreml.emulator` (a NumPy interpreter of the ML Program with per-op fp16 rounding) instead.
 """
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from edgevit._utils import EdgeVitError, atomic_path, require
-from edgevit.export.artifact import NotRunnable, Runner
-from edgevit.quantize import PTQConfig
-
-SUFFIX = ".mlpackage"
-PRECISIONS = ("fp16", "fp32", "int8", "w8", "w4", "w4-lut", "sparse")  # fp32: float32 compute (no fp16 casts)
+from edgevit._utils import atomic_path, require
+from edgevit.backends.coreml.quantizer import quantizer
+from edgevit.backends.coreml.runtime import quiet_coremltools
+from edgevit.quantize import PTQConfig, calibrate_pt2e, capture
 
 
-def quantizer(precision: str):
-    """The PT2E quantizer for Core ML's W8A8.
-
-    coremltools' own ``CoreMLQuantizer`` imports ``torch.ao.quantization.quantizer``, which torch 2.14
-    removed, so it cannot run with the torch edgevit pins. Its default scheme (int8 symmetric per-channel
-    weights, int8 per-tensor activations) is what XNNPACK's PT2E quantizer produces, and coremltools
-    converts those quantize/dequantize nodes into Core ML's ``quantize``/``dequantize`` ops (iOS 17+).
-    """
-    try:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
-    except ImportError as e:
-        raise EdgeVitError(
-            "Core ML int8 (W8A8) quantizes with the PT2E XNNPACK quantizer (coremltools' CoreMLQuantizer does "
-            "not import on torch 2.14): install it with `pip install 'edgevit[executorch]'`"
-        ) from e
-    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-
-
-def export(
+def convert(
     model: torch.nn.Module,
     example: torch.Tensor,
     path: Path,
@@ -60,13 +36,11 @@ def export(
 
     ``int8`` calibrates a PT2E graph first; ``w8``/``w4``/``w4-lut`` compress the converted program's weights.
     """
-    _quiet_coremltools()
+    quiet_coremltools()
     ct = require("coremltools", "coreml")
     fp32 = precision == "fp32"
     info: dict[str, Any] = {"compute_precision": "fp32" if fp32 else "fp16"}
     if precision == "int8":
-        from edgevit.quantize import calibrate_pt2e, capture
-
         model = calibrate_pt2e(capture(model, example), quantizer(precision), calib, "coreml", False, config=ptq)
         _fold_asymmetric_constants(model)
         info.update(
@@ -118,8 +92,8 @@ def _fold_asymmetric_constants(gm: torch.fx.GraphModule) -> None:
 def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
     """Nodes coremltools' torch frontend has no op for (the registry ``ct.convert`` looks each node up in)."""
     require("coremltools", "coreml")
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
-    from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY  # noqa: PLC0415
+    from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind  # noqa: PLC0415
 
     bad = []
     for node in ep.run_decompositions({}).graph.nodes:
@@ -132,7 +106,7 @@ def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
 def _compress_weights(mlmodel, precision: str):
     """coremltools.optimize.coreml on the ML Program: linear int8/int4, 4-bit k-means palettisation, or sparse
     storage (``constexpr_sparse_to_dense``) of weights with >= 30% exact zeros (after ``edgevit sparsify``)."""
-    import coremltools.optimize.coreml as cto
+    import coremltools.optimize.coreml as cto  # noqa: PLC0415 -- optional package
 
     if precision == "sparse":  # prunes nothing new: stores the zeros of a sparsified model as bitmask + values
         op = cto.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=0.3, weight_threshold=2048)
@@ -155,29 +129,3 @@ def op_counts(mlmodel) -> dict[str, int]:
             if op.op_type != "const":
                 counts[op.op_type] = counts.get(op.op_type, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def load(path: Path, threads: int, compute_units: str | None = None) -> Runner:
-    """``MLModel.predict`` on macOS (``threads`` is not controllable in Core ML); NotRunnable elsewhere.
-
-    ``compute_units``: a ``coremltools.ComputeUnit`` name (``ALL``, ``CPU_AND_GPU``, ``CPU_AND_NE``, ``CPU_ONLY``)
-    for ``MLModel(..., compute_units=...)``; None: Core ML's default (``ALL``).
-    """
-    if platform.system() != "Darwin":
-        raise NotRunnable(f"Core ML runtime needs macOS (this host is {platform.system()})")
-    _quiet_coremltools()
-    ct = require("coremltools", "coreml")
-    units = {} if compute_units is None else {"compute_units": ct.ComputeUnit[compute_units]}
-    mlmodel = ct.models.MLModel(str(path), **units)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return np.asarray(mlmodel.predict({"image": x.astype(np.float32)})["logits"], dtype=np.float32)
-
-    return run
-
-
-def _quiet_coremltools() -> None:
-    """coremltools warns on import about untested torch/sklearn versions and missing macOS libraries."""
-    import logging
-
-    logging.getLogger("coremltools").setLevel(logging.ERROR)

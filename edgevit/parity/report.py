@@ -1,0 +1,285 @@
+"""The parity report: the one home of the ``parity.json`` schema, and its Markdown rendering.
+
+:func:`edgevit.parity.check` returns a :class:`ParityReport`; :func:`write_report` writes ``parity.json`` (schema
+below, also in docs/reference/parity-json.md), ``report.md`` and ``report.html``.
+
+``parity.json`` schema (``schema_version`` 2)::
+
+    {
+      "schema_version": 2,
+      "num_images": int,            # validation images, each run at batch 1
+      "threads": int,               # thread count used by every runtime (a device profile sets its own)
+      "reference": {"backend": "pytorch", "precision": "fp32", "top1": float, "top5": float,
+                    "latency_ms": {...}},
+      "passed": bool,               # every runnable artifact met its tolerance
+      "artifacts": [{
+        "backend": str, "precision": str, "quantizer": str | null, "path": str, "size_bytes": int,
+        "runnable": bool, "reason": str | null,            # why it could not run here
+        "execution": str | null,    # "native", or how it was emulated, e.g. Core ML off macOS (no latency then)
+        "input_layout": "NCHW" | "NHWC",   # the layout the artifact was exported with, and was fed (manifest info)
+        "top1": float, "top5": float,                      # percent of images whose label is the top-1 / in the top 5
+        "agreement": float,         # fraction of images whose argmax equals the reference's
+        "max_abs_err": float, "mean_abs_err": float,       # over all logits, vs reference
+        "cosine": float,            # mean over images of the logit-vector cosine similarity
+        "psnr_db": float | null,    # PSNR of all logits vs the reference's, peak = reference logit range (max - min);
+                                    # null when not run or when the logits are identical (infinite PSNR)
+        "kl_div": float,            # mean over images of KL(softmax(reference) || softmax(artifact)), nats
+        "latency_ms": {"median", "p90", "mean", "std", "min", "max": float, "runs": int, "warmup": int,
+                       "threads": int, "samples": [float]} | null,   # null when not timed (emulated)
+        "peak_memory_mb": float | null,   # see :class:`PeakRSS`; null where not measurable (emulated, non-Linux)
+        "passed": bool | null,      # null when not runnable
+        "failures": [str], "tolerance": {...},
+        "vs_host": {...} | null,    # emulated devices only, see below
+        "explain": {...} | null,    # only when the divergence finder ran (:mod:`edgevit.parity.explain`):
+                                    # {"tolerance", "metric": "rel_l2", "layers": [...], "first_divergent"}
+        "explain_error": str        # only when it could not trace the artifact (explain is null then)
+      }],
+      "device": {"name": str, "emulated": bool, "description": str,
+                 "parts": [{"what": str, "how": "real" | "emulated", "note": str}],   # what stood in for the device
+                 "profile": {...} | null,   # the device profile (edgevit/parity/profiles/NAME.yaml), if one was named
+                 "ships": str | null,       # profiles: the artifact that device would ship (best passing by preference)
+                 ...}
+    }
+
+Schema history: 2 added ``top5``, ``psnr_db``, ``kl_div``, ``peak_memory_mb``, the latency distribution and
+``device.parts`` / ``device.profile``; version 1 files lack them and the renderer shows ``–``.
+
+Metrics are null for an artifact that cannot run on this device; it is listed, never dropped.
+
+On an emulated device (``check(..., device=get_device("android-arm64"))``, see :mod:`edgevit.parity.devices`)
+the metrics above compare the device's logits with PyTorch as usual, ``latency_ms`` is null (time under
+emulation is not device time), and ``vs_host`` compares them with the same artifact run on this host:
+``{"agreement", "max_abs_err", "mean_abs_err", "cosine", "passed", "failures", "tolerance"}``, judged by the
+device tolerances (:data:`DEFAULT_DEVICE_TOLERANCES`, overridable as ``parity.device_tolerances``). An
+artifact passes when both comparisons pass; a runtime crash on the device is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgevit._utils import write_json_atomic, write_text_atomic
+from edgevit.parity.html import write_html
+from edgevit.rundir import report_names
+
+SCHEMA_VERSION = 2
+
+
+@dataclass
+class ParityReport:
+    """The outcome of :func:`check`; ``to_json()`` is the ``parity.json`` document."""
+
+    num_images: int
+    threads: int
+    reference: dict[str, Any]
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    device: dict[str, Any] = field(default_factory=lambda: {"name": "host", "emulated": False})
+
+    @property
+    def passed(self) -> bool:
+        """True when every runnable artifact met its tolerance."""
+        return all(a["passed"] is not False for a in self.artifacts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "num_images": self.num_images,
+            "threads": self.threads,
+            "reference": self.reference,
+            "passed": self.passed,
+            "artifacts": self.artifacts,
+            "device": self.device,
+        }
+
+
+def write_report(report: ParityReport, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write the JSON and Markdown reports (names from :func:`report_names`) into ``out_dir`` atomically, and
+    the self-contained HTML page with plots beside the Markdown (``report.html``, :mod:`edgevit.parity.html`)."""
+    out_dir = Path(out_dir)
+    doc = report.to_json()
+    json_name, md_name = report_names(report.device["name"])
+    json_path = write_json_atomic(out_dir / json_name, doc)
+    md_path = write_text_atomic(out_dir / md_name, render_markdown(doc))
+    write_html(doc, md_path.with_suffix(".html"))
+    return json_path, md_path
+
+
+def fmt(v: Any, spec: str, none: str = "–") -> str:
+    """``format(v, spec)``, or ``none`` for a missing value (old or partial ``parity.json`` files, rows not run)."""
+    return none if v is None else format(v, spec)
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """``report.md`` from a ``parity.json`` document (any schema version; missing fields show as ``–``).
+
+    One table for every device: each artifact vs PyTorch (top-1/top-5, agreement, errors, cosine, PSNR, KL), with
+    latency, its ratio to the reference measured in the same run and peak memory where they were measured, and,
+    on an emulated device, the same artifact's run on this host ("ARM64 vs x86"). A device other than the host
+    gets a header saying what it is, its profile, and which parts of it were real or emulated.
+    """
+    dev = doc.get("device") or {"name": "host", "emulated": False}
+    ref, arts = doc["reference"], doc["artifacts"]
+    emulated = bool(dev.get("emulated"))
+    ref_lat = ref.get("latency_ms") or {}
+    timed = not emulated or any(a.get("latency_ms") for a in arts)
+    on_host = dev.get("name", "host") == "host"
+    lines = [f"# Parity report{'' if on_host else ': ' + dev['name']}", ""]
+    if not on_host:
+        lines += [f"Device: {dev.get('description', dev['name'])}. {dev.get('note', '')}".rstrip(), ""]
+        if dev.get("versions"):
+            versions = dev["versions"].items()
+            lines += [", ".join(f"{k}: {' '.join(v) if isinstance(v, list) else v}" for k, v in versions), ""]
+        if dev.get("profile"):
+            lines += [_profile_line(dev["profile"]), ""]
+    if dev.get("parts"):
+        lines += ["| part | how | note |", "|---|---|---|"]
+        lines += [f"| {p['what']} | {p['how']} | {p['note']} |" for p in dev["parts"]] + [""]
+    ref_ms = ref_lat.get("median")
+    lines += [
+        f"{doc['num_images']} validation images, batch 1, {doc['threads']} threads. Reference: PyTorch fp32"
+        f"{' on this host' if not on_host else ''}, top-1 {ref['top1']:.2f}%, top-5 {fmt(ref.get('top5'), '.2f')}%"
+        + (f", latency median {ref_ms:.3f} ms" if ref_ms is not None and timed else "")
+        + "."
+        + (' "ARM64 vs x86": the same artifact run by the host (x86-64) build of its runtime.' if emulated else ""),
+        "",
+        f"**Overall: {'PASS' if doc['passed'] else 'FAIL'}**",
+        "",
+    ]
+
+    def host(key: str, spec: str) -> Callable[[dict], str]:
+        return lambda a: fmt((a.get("vs_host") or {}).get(key), spec)
+
+    def col(key: str, spec: str) -> Callable[[dict], str]:
+        return lambda a: fmt(a.get(key), spec)
+
+    def lat(key: str) -> Callable[[dict], str]:
+        return lambda a: fmt((a.get("latency_ms") or {}).get(key), ".3f")
+
+    columns: list[tuple[str, Callable[[dict], str]]] = [
+        ("backend", lambda a: a["backend"]),
+        ("precision", lambda a: a["precision"]),
+        ("quantizer", lambda a: a.get("quantizer") or "–"),
+        ("runs here", _runs_here),
+    ]
+    if emulated:
+        columns += [
+            ("ARM64 vs x86: agreement", host("agreement", ".4f")),
+            ("max abs diff", host("max_abs_err", ".2e")),
+            ("mean abs diff", host("mean_abs_err", ".2e")),
+        ]
+    columns += [
+        ("top-1 %", col("top1", ".2f")),
+        ("top-5 %", col("top5", ".2f")),
+        ("agreement", col("agreement", ".4f")),
+        ("max abs err", col("max_abs_err", ".2e")),
+        ("mean abs err", col("mean_abs_err", ".2e")),
+        ("cosine", col("cosine", ".6f")),
+        ("PSNR dB", _psnr_cell),
+        ("KL nats", col("kl_div", ".2e")),
+    ]
+    if timed:
+        columns += [
+            ("latency median ms", lat("median")),
+            ("p90 ms", lat("p90")),
+            ("std ms", lat("std")),
+            ("vs PyTorch", lambda a: _speed_ratio(ref_ms, (a.get("latency_ms") or {}).get("median"))),
+            ("peak MiB", col("peak_memory_mb", ".1f")),
+        ]
+    not_run = "not run: " if on_host else "not run on this device: "
+    columns += [
+        ("size KiB", lambda a: fmt(None if a.get("size_bytes") is None else a["size_bytes"] / 1024, ".0f")),
+        ("result", lambda a: _result_cell(a, not_run)),
+    ]
+    lines += ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(a) for _, cell in columns) + " |" for a in arts]
+    lines += [
+        "",
+        "Agreement: fraction of images whose top-1 class equals PyTorch fp32's. Cosine: mean over images of the "
+        "logit-vector cosine similarity. PSNR: of all logits vs PyTorch's, peak = PyTorch's logit range (∞: "
+        "identical). KL: mean KL(softmax(PyTorch) ‖ softmax(artifact)) in nats."
+        + (
+            " Latency is host latency of the runtime named (median, p90 and std over the timed runs), not phone "
+            "latency. Peak MiB: the rise of this process's resident memory while loading and running the artifact."
+            if timed
+            else ""
+        ),
+        "",
+    ]
+    if emulated:
+        tols = {a["precision"]: a["vs_host"]["tolerance"] for a in arts if a.get("vs_host")}
+        tol_text = "; ".join(
+            f"{p}: agreement ≥ {t['min_agreement']}"
+            + (f", max abs diff ≤ {t['max_abs_err']:.0e}" if t.get("max_abs_err") else "")
+            for p, t in tols.items()
+        )
+        lines += [
+            "ARM64 vs x86 thresholds (parity.device_tolerances): " + (tol_text or "–") + ". ARM64 vs PyTorch: "
+            "the recipe's usual tolerances.",
+            "",
+        ]
+    emulated_rows = sorted({f"{a['backend']}: {a['execution']}" for a in arts if _runs_here(a) == "emulated"})
+    if emulated_rows:  # say which numbers no real runtime produced
+        lines += [
+            f"Emulated here, not run by the real runtime ({'; '.join(emulated_rows)}): these rows are checked "
+            "against their tolerances like the others, but come from edgevit's interpreter of the converted program "
+            "(`edgevit.backends.coreml.emulator`), not from Core ML on Apple hardware; latency is not reported for them.",
+            "",
+        ]
+    if dev.get("ships"):
+        lines += [
+            f"{dev['name']} would ship: `{dev['ships']}` (the first passing artifact in the profile's "
+            "backend, then precision, preference).",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _profile_line(profile: dict[str, Any]) -> str:
+    """One sentence describing a device profile: backends, precisions, threads, input and compute units."""
+    inp = profile.get("input") or {}
+    threads = profile.get("threads") or "the recipe's"
+    text = (
+        f"Profile `{profile['name']}`: backends {' > '.join(profile.get('backends', []))}; precisions "
+        f"{' > '.join(profile.get('precisions', []))}; {threads} threads; input "
+        f"{inp.get('layout', 'NCHW')} {inp.get('dtype', 'float32')}"
+    )
+    if profile.get("compute_units"):
+        text += f"; Core ML compute units {profile['compute_units']}"
+    return text + "."
+
+
+def _psnr_cell(a: dict[str, Any]) -> str:
+    """PSNR in dB; ``∞`` for identical logits (stored as null, with a zero max error)."""
+    if a.get("psnr_db") is None and a.get("max_abs_err") == 0:
+        return "∞"
+    return fmt(a.get("psnr_db"), ".1f")
+
+
+def _speed_ratio(ref_ms: float | None, ms: float | None) -> str:
+    """``2.00× faster`` / ``1.30× slower`` than the reference, or ``–``."""
+    if not ref_ms or not ms:
+        return "–"
+    return f"{ref_ms / ms:.2f}× faster" if ms <= ref_ms else f"{ms / ref_ms:.2f}× slower"
+
+
+def _result_cell(a: dict[str, Any], not_run: str) -> str:
+    """``pass`` / ``FAIL (why)`` / ``{not_run}why``."""
+    if not a["runnable"]:
+        result = not_run + (a.get("reason") or "")
+    else:
+        result = "pass" if a["passed"] else "FAIL"
+    if a.get("failures"):
+        result += " (" + "; ".join(a["failures"]) + ")"
+    if (a.get("vs_host") or {}).get("reason"):
+        result += f" ({a['vs_host']['reason']})"
+    return result
+
+
+def _runs_here(a: dict[str, Any]) -> str:
+    """``yes``, ``no``, or ``emulated`` (an interpreter of the artifact stood in for its runtime)."""
+    if not a["runnable"]:
+        return "no"
+    return "emulated" if (a.get("execution") or "").startswith("emulated (") else "yes"
