@@ -14,8 +14,9 @@ uninterrupted one with any number of DataLoader ``workers``, and runs with any n
 same weights (tested: 0 and 2). ``repeated_aug`` (:class:`~edgevit.train.sampling.RepeatedOrder`) and
 ``multiscale`` (:mod:`edgevit.train.multiscale`) replace the plain order and keep that resume.
 
-:func:`train` builds a run's parts (:class:`_Run`) and walks the epochs with :func:`_run_epoch`,
-:func:`_validate` and :func:`_checkpoint`; :class:`_Position` is where the run stands, what a checkpoint saves.
+:func:`train` builds a run's parts (:class:`_Run`) and walks the epochs: :func:`_run_epoch` trains one,
+:func:`_end_epoch` validates (:func:`_validate`), logs and checkpoints (:func:`_checkpoint`); :class:`_Position` is
+where the run stands, what a checkpoint saves.
 timm (a dependency) is imported where it is used, as elsewhere in edgevit: it would add much to the import time of
 ``edgevit.train``.
 """
@@ -141,7 +142,21 @@ def train(
         log = MetricsLog(out_dir, dist.main, cfg.tensorboard)
         amp = torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
         run = _Run(
-            cfg, dist, model, net, optimizer, scheduler, ema, criterion, mixup, amp, order, loader, micro, ckpt_dir, log
+            cfg=cfg,
+            dist=dist,
+            model=model,
+            net=net,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            ema=ema,
+            criterion=criterion,
+            mixup=mixup,
+            amp=amp,
+            order=order,
+            loader=loader,
+            micro=micro,
+            ckpt_dir=ckpt_dir,
+            log=log,
         )
         with progress_bar(progress and dist.main) as bars:
             run_task = bars.add_task("train", total=cfg.epochs, completed=pos.epoch, info="")
@@ -150,24 +165,7 @@ def train(
                 desc = f"epoch {epoch + 1}/{cfg.epochs}"
                 task = bars.add_task(desc, total=micro[epoch], completed=pos.batch, info="")
                 _run_epoch(run, pos, epoch, t0, bars, task, on_epoch_start, on_step_end)
-                loss_total, correct_total, seen_total = dist.sum(pos.running)
-                raw, ema_top1 = _validate(run, data.val)
-                final = ema_top1 if ema is not None else raw
-                pos.best = max(pos.best, final)
-                pos.rows.append(
-                    {
-                        "epoch": epoch + 1,
-                        "lr": max(g["lr"] for g in optimizer.param_groups),
-                        "train_loss": loss_total / seen_total,
-                        "train_top1": 100.0 * correct_total / seen_total,
-                        "val_top1": final,
-                        **({"val_top1_raw": raw} if ema is not None else {}),
-                        "seconds": time.perf_counter() - t0,
-                    }
-                )
-                log.epoch(pos.rows, pos.step)
-                pos.epoch, pos.batch = epoch + 1, 0
-                _checkpoint(run, pos)
+                final = _end_epoch(run, pos, epoch, t0, data.val)
                 bars.remove_task(task)
                 bars.update(run_task, advance=1, info=f"val top-1 {final:.2f}% (best {pos.best:.2f}%)")
         log.close()
@@ -344,6 +342,30 @@ def _run_epoch(
             _checkpoint(run, pos)
         if on_step_end is not None:
             on_step_end(pos.step, loss_sum / n)
+
+
+def _end_epoch(run: _Run, pos: _Position, epoch: int, t0: float, val: Dataset) -> float:
+    """Validate after ``epoch``, add its row to ``metrics.csv`` and TensorBoard, move ``pos`` to the next epoch and
+    checkpoint there; return the epoch's validation top-1 (the EMA model's, with EMA)."""
+    loss_total, correct_total, seen_total = run.dist.sum(pos.running)
+    raw, ema_top1 = _validate(run, val)
+    final = ema_top1 if run.ema is not None else raw
+    pos.best = max(pos.best, final)
+    pos.rows.append(
+        {
+            "epoch": epoch + 1,
+            "lr": max(g["lr"] for g in run.optimizer.param_groups),
+            "train_loss": loss_total / seen_total,
+            "train_top1": 100.0 * correct_total / seen_total,
+            "val_top1": final,
+            **({"val_top1_raw": raw} if run.ema is not None else {}),
+            "seconds": time.perf_counter() - t0,
+        }
+    )
+    run.log.epoch(pos.rows, pos.step)
+    pos.epoch, pos.batch = epoch + 1, 0
+    _checkpoint(run, pos)
+    return final
 
 
 def _validate(run: _Run, val: Dataset) -> tuple[float, float | None]:
