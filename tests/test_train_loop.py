@@ -419,8 +419,8 @@ def test_workers_resume_bit_identical_and_match_no_workers(extra, aug_digits, tm
 
 
 def test_keyed_order_gives_each_sample_its_global_position_on_every_rank():
-    from edgevit.train.sampling import KeyedOrder, RepeatedOrder
     from edgevit.train.multiscale import MultiScaleBatches
+    from edgevit.train.sampling import KeyedOrder, RepeatedOrder
 
     def keys(order, epoch, skip=0, batched=False):
         order.set_epoch(epoch, skip)
