@@ -93,8 +93,8 @@ def train(
         progress: show rich progress bars (rank 0).
         loss_fn: the training loss (e.g. knowledge distillation); default ``cfg.loss``: cross-entropy with
             ``cfg.label_smoothing`` (soft-target cross-entropy with Mixup/CutMix, whose mixed targets ``[B, K]``
-            a ``loss_fn`` then receives as ``labels``) or DeiT III's binary cross-entropy (:class:`LossConfig`).
-            Validation is always top-1.
+            a ``loss_fn`` then receives as ``labels``) or DeiT III's binary cross-entropy
+            (:class:`~edgevit.train.config.LossConfig`). Validation is always top-1.
         on_epoch_start: called with the 0-based epoch index after ``model.train()``, before the epoch's first
             step (also for the first epoch after a resume); e.g. to freeze QAT observers from some epoch on.
         on_step_end: called with the optimizer step count (from 1) and this process's loss after each

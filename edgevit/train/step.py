@@ -40,7 +40,7 @@ def build_loss(
     loss_fn: LossFn | None = None,
     teacher: nn.Module | None = None,
 ) -> tuple[LossFn, Callable | None]:
-    """The training objective of ``cfg`` and its batch mixer, as :func:`train` uses them.
+    """The training objective of ``cfg`` and its batch mixer, as :func:`~edgevit.train.loop.train` uses them.
 
     Args:
         model: the student; with ``cfg.distill`` it must have a distillation token, and it is set to return
