@@ -8,7 +8,7 @@ from edgevit import EdgeVitError, create_model
 from edgevit.data import DataSplits
 from edgevit.models import load_model, load_state_dict, save_model, save_state_dict
 from edgevit.train import TrainConfig, predict, top1, train
-from edgevit.train.loop import param_groups
+from edgevit.train.optim import param_groups
 
 
 def _small(digits32, n_train=384):

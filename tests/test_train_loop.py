@@ -17,7 +17,7 @@ from edgevit import EdgeVitError, create_model
 from edgevit.data import DataSplits
 from edgevit.recipe import Recipe
 from edgevit.train import TrainConfig, load_checkpoint, save_checkpoint, train
-from edgevit.train.loop import EpochOrder
+from edgevit.train.sampling import EpochOrder
 
 
 def _small(digits32, n_train=96, n_val=64):
@@ -371,7 +371,7 @@ def test_seeded_samples_key_the_draws_and_leave_the_main_process_rngs(aug_digits
 
     import numpy as np
 
-    from edgevit.train.loop import SeededSamples
+    from edgevit.train.sampling import SeededSamples
 
     samples = SeededSamples(aug_digits.train, seed=5)
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
@@ -419,8 +419,8 @@ def test_workers_resume_bit_identical_and_match_no_workers(extra, aug_digits, tm
 
 
 def test_keyed_order_gives_each_sample_its_global_position_on_every_rank():
-    from edgevit.train.loop import KeyedOrder, RepeatedOrder
     from edgevit.train.multiscale import MultiScaleBatches
+    from edgevit.train.sampling import KeyedOrder, RepeatedOrder
 
     def keys(order, epoch, skip=0, batched=False):
         order.set_epoch(epoch, skip)

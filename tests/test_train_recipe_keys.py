@@ -50,29 +50,29 @@ def _train_cfg(**kw):
 
 
 def test_bce_loss_equals_the_formula_with_smoothing_on_integer_labels():
-    from edgevit.train.loop import _criterion
+    from edgevit.train.step import build_loss
 
     logits = torch.tensor([[2.0, -1.0, 0.5, 0.0], [-3.0, 1.5, 0.2, -0.4]])
     labels = torch.tensor([0, 3])
     cfg = _train_cfg(loss="bce", label_smoothing=0.2)
-    loss, mixup = _criterion(torch.nn.Identity(), cfg, 4, None, None)
+    loss, mixup = build_loss(torch.nn.Identity(), cfg, 4, None, None)
     assert mixup is None
     off, on = 0.2 / 4, 1 - 0.2 + 0.2 / 4  # timm's smoothing: off s/K, on 1 - s + s/K
     targets = torch.tensor([[on, off, off, off], [off, off, off, on]])
     assert loss(logits, labels, None).item() == pytest.approx(_bce_formula(logits, targets).item(), rel=1e-6)
-    ce, _ = _criterion(torch.nn.Identity(), _train_cfg(label_smoothing=0.2), 4, None, None)
+    ce, _ = build_loss(torch.nn.Identity(), _train_cfg(label_smoothing=0.2), 4, None, None)
     assert ce(logits, labels, None).item() != pytest.approx(loss(logits, labels, None).item())  # not the CE default
 
 
 def test_bce_with_mixup_soft_targets_and_deit3_threshold():
-    from edgevit.train.loop import _criterion
+    from edgevit.train.step import build_loss
 
     torch.manual_seed(0)
     aug = {"mixup": 0.8, "cutmix": 1.0}
     x, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     logits = torch.randn(4, 4)
     # soft targets as Mixup makes them: the loss is the BCE formula on them, unthresholded
-    soft_loss, mixup = _criterion(
+    soft_loss, mixup = build_loss(
         torch.nn.Identity(), _train_cfg(loss="bce", label_smoothing=0.0, aug=aug), 4, None, None
     )
     _, targets = mixup(x.clone(), labels)
@@ -81,7 +81,7 @@ def test_bce_with_mixup_soft_targets_and_deit3_threshold():
     assert soft_loss(logits, targets, None).item() == pytest.approx(_bce_formula(logits, targets).item(), rel=1e-6)
     # DeiT III (--bce-loss): targets.gt(0.0) -> both mixed classes are positives
     cfg = _train_cfg(loss={"kind": "bce", "target_threshold": 0.0}, label_smoothing=0.0, aug=aug)
-    hard_loss, _ = _criterion(torch.nn.Identity(), cfg, 4, None, None)
+    hard_loss, _ = build_loss(torch.nn.Identity(), cfg, 4, None, None)
     binary = targets.gt(0.0).float()
     assert hard_loss(logits, targets, None).item() == pytest.approx(_bce_formula(logits, binary).item(), rel=1e-6)
     assert hard_loss(logits, targets, None).item() != pytest.approx(soft_loss(logits, targets, None).item())
@@ -110,7 +110,7 @@ def test_bad_loss_keys_fail_naming_the_key(loss, message):
 def test_repeated_order_repeats_each_image_across_ranks_and_truncates_as_timm(n):
     from collections import Counter
 
-    from edgevit.train.loop import RepeatedOrder
+    from edgevit.train.sampling import RepeatedOrder
 
     world, repeats = 3, 3
     orders = [RepeatedOrder(n, seed=5, rank=r, world=world, repeats=repeats) for r in range(world)]

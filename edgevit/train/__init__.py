@@ -3,11 +3,13 @@
 probe), checkpoints, evaluation helpers."""
 
 from edgevit.train.checkpoint import load_checkpoint, load_state_dict, save_checkpoint, save_state_dict
+from edgevit.train.config import LossConfig, TrainConfig, TrainResult
 from edgevit.train.distill import deit_distillation_loss, distillation_loss
 from edgevit.train.finetune import FinetuneConfig, freeze_backbone_, frozen_to_eval_, load_pretrained_
-from edgevit.train.loop import LossConfig, TrainConfig, TrainResult, predict, seed_everything, top1, train
+from edgevit.train.loop import predict, top1, train
 from edgevit.train.multiscale import MultiScaleConfig
 from edgevit.train.optim import create_optimizer
+from edgevit.train.rng import seed_everything
 from edgevit.train.sam import SAM, disable_running_stats
 
 __all__ = [

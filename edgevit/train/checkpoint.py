@@ -97,6 +97,21 @@ def load_part(directory: str | Path, part: str, name: str = "last") -> dict[str,
     return load_state_dict(path) if path.is_file() else None
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` (a state dict such as a scheduler's) with the dict values JSON cannot hold (tensors, generators, any
+    other object) dropped and tuples made lists, for a checkpoint's JSON state."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items() if jsonable(v) is not _DROP}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return _DROP
+
+
+_DROP = object()
+
+
 def _settle(directory: Path, name: str) -> None:
     """Finish a committed save (rename the staged files into place) or drop an uncommitted one."""
     stage_json = directory / f"{name}.next.json"

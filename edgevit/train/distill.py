@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgevit._utils import EdgeVitError
-from edgevit.train.loop import LossFn
+from edgevit.train.config import LossFn
 
 
 def distillation_loss(

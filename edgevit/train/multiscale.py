@@ -9,7 +9,7 @@ MobileViT at {160, 192, 256, 288, 320} px around a base of 256; CVNets derives t
 timm has no equivalent, so this module is edgevit's own. The dataset still makes base-size images (crop,
 augmentation); :func:`resize_batch` then resizes each collated batch to its step's resolution (a batch-level
 transform, so the crop follows the sampled resolution). Every rank reads its share of the same seeded
-permutation as :class:`~edgevit.train.loop.EpochOrder` and draws the same resolution schedule from
+permutation as :class:`~edgevit.train.sampling.EpochOrder` and draws the same resolution schedule from
 ``(seed, epoch)``, so in DDP all ranks step at the same resolution and batch size; the position in the epoch
 (for exact resume) is the batch index.
 """
@@ -22,7 +22,11 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch.func import functional_call
 from torch.utils.data import Sampler
+
+from edgevit._utils import EdgeVitError
+from edgevit.train.sampling import EpochOrder
 
 
 class MultiScaleConfig(BaseModel):
@@ -75,8 +79,6 @@ class MultiScaleBatches(Sampler[list[int]]):
         world: int = 1,
         drop_last: bool = False,
     ):
-        from edgevit.train.loop import EpochOrder
-
         self.order = EpochOrder(n, seed, rank, world)
         self.seed, self.drop_last, self.rank, self.world = seed, drop_last, rank, world
         self.batches = batch_sizes(batch_size, base, sizes)
@@ -134,10 +136,6 @@ def check_sizes(model: torch.nn.Module, sizes: list[int], base_shape: tuple[int,
         EdgeVitError: the model fails at a drawn size (a ViT's position embeddings fit one patch grid), naming
             ``train.multiscale``, the model (``name``, else its class) and the size.
     """
-    from torch.func import functional_call
-
-    from edgevit._utils import EdgeVitError
-
     meta = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
 
     def fails(size: int) -> Exception | None:

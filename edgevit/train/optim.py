@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from edgevit._utils import EdgeVitError
+from edgevit.train.sam import SAM
 
 _BLOCK = re.compile(r"^(?:blocks|stages)\.(\d+)\.")
 
@@ -144,8 +145,6 @@ def create_optimizer(
     unknown = set(sam) - {"rho", "adaptive"}
     if unknown:
         raise EdgeVitError(f"unknown sam key(s) {sorted(unknown)}; valid: ['adaptive', 'rho']")
-    from edgevit.train.sam import SAM
-
     return SAM(groups, cls, rho=sam.get("rho", 0.05), adaptive=sam.get("adaptive", False), **kwargs)
 
 
