@@ -14,11 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(2)
 
 
-def edgevit_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the installed ``edgevit`` CLI (as a user would) and capture its output."""
+# the console script pip installed beside this interpreter: the entry point a user runs (pyproject's
+# [project.scripts]), so a broken entry point or exception handling that only works through `python -m` fails here
+EDGEVIT = Path(sys.executable).parent / "edgevit"
+
+
+def edgevit_cli(*args: str, timeout: int = 900, **kw) -> subprocess.CompletedProcess:
+    """Run the installed ``edgevit`` console script (as a user would) and capture its output."""
+    assert EDGEVIT.is_file(), f"no installed edgevit console script at {EDGEVIT}: `pip install -e .` first"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run(
-        [sys.executable, "-m", "edgevit.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        [str(EDGEVIT), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, **kw
     )
 
 
