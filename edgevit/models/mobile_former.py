@@ -82,11 +82,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgevit.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from edgevit.models._registry import register_family
 from edgevit.models.layers import DropPath, Mlp
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BlockArgs(NamedTuple):
