@@ -170,6 +170,10 @@ class DynamicReLU(nn.Module):
         a1, a2 = a[:, :C], a[:, C:] - 1.0  # 2 x [B, C, 1, 1]: slices, not split
         return torch.maximum(x * a1, x * a2)
 
+    def sync_widths_(self) -> None:
+        """Re-read ``channels`` from ``fc2`` (two slopes per channel) after pruning."""
+        self.channels = self.fc2.out_features // 2
+
 
 class MobileToFormer(nn.Module):
     """Bridge ``Mobile -> Former``: each token attends over all pixels, then a post-norm residual update.
@@ -476,6 +480,10 @@ class MobileFormer(nn.Module):
         if num_classes > 0:
             nn.init.normal_(self.head.weight, std=0.01)
             nn.init.zeros_(self.head.bias)
+
+    def sync_widths_(self) -> None:
+        """Re-read ``num_features`` from ``fc`` (the merge layer before the classifier) after pruning."""
+        self.num_features = self.fc.out_features
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load weights; a state dict in the released code's layout is converted first."""
