@@ -21,21 +21,35 @@ def sync_widths_(model: nn.Module) -> None:
     """Update the width attributes forward passes read (heads, channel counts) from the layers' shapes.
 
     Calls ``sync_widths_()`` on every submodule that has one (``model`` itself included). A model without its
-    own hook (a timm model) gets timm's conventions instead: ``embed_dim`` follows ``patch_embed.proj`` (ViT)
-    and ``num_features`` follows ``head.fc`` (classifier heads with a pre-logits input).
+    own hook (a timm model) follows timm's conventions instead (:func:`_sync_timm_widths_`).
     """
     for m in model.modules():
         hook = getattr(m, "sync_widths_", None)
         if callable(hook):
             hook()
-    if callable(getattr(model, "sync_widths_", None)):
-        return
+    if not callable(getattr(model, "sync_widths_", None)):
+        _sync_timm_widths_(model)
+
+
+def _sync_timm_widths_(model: nn.Module) -> None:
+    """The widths a timm model's ``reset_classifier`` builds a new classifier from, read from its layers.
+
+    ``embed_dim`` follows ``patch_embed.proj`` (ViTs); ``head_hidden_size`` (the classifier's input width) follows
+    ``get_classifier()``, and so does ``num_features`` where it equals ``head_hidden_size`` (no pre-logits layer
+    between the features and the classifier, as in ResNets and ViTs).
+    """
     patch_embed = getattr(model, "patch_embed", None)
     if isinstance(getattr(model, "embed_dim", None), int) and hasattr(patch_embed, "proj"):
-        model.embed_dim = patch_embed.proj.out_channels  # timm ViT: reset_classifier builds heads of this width
-    head = getattr(model, "head", None)
-    if isinstance(getattr(model, "num_features", None), int) and isinstance(getattr(head, "fc", None), nn.Linear):
-        model.num_features = head.fc.in_features
+        model.embed_dim = patch_embed.proj.out_channels
+    get_classifier = getattr(model, "get_classifier", None)
+    classifier = get_classifier() if callable(get_classifier) else None
+    if not isinstance(classifier, nn.Linear):
+        return
+    features, hidden = getattr(model, "num_features", None), getattr(model, "head_hidden_size", None)
+    if isinstance(features, int) and (hidden is None or features == hidden):
+        model.num_features = classifier.in_features
+    if isinstance(hidden, int):
+        model.head_hidden_size = classifier.in_features
 
 
 def restore_pruned_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
