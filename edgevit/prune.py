@@ -16,7 +16,8 @@ zero-heavy weights as ``constexpr_sparse_to_dense`` (a bitmask plus the non-zero
 
 A pruned model has non-registry widths. :func:`edgevit.models.save_model` records ``model.pruning`` in the
 sidecar, and :func:`edgevit.models.load_model` rebuilds the registry model and resizes it to the saved tensors'
-shapes (:func:`restore_pruned_`) before loading them: no pickled modules.
+shapes (``restore_pruned_``, which lives with the zoo in ``edgevit/models/_prune.py`` and is re-exported here)
+before loading them: no pickled modules.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch.nn.utils import prune as tprune
 from torch.utils.data import DataLoader, Dataset
 
 from edgevit._utils import EdgeVitError, require
+from edgevit.models._prune import restore_pruned_, sync_widths_
 from edgevit.models.layers import Attention
+from edgevit.models.mobile_former import ChannelShuffle
+from edgevit.models.mobilevit import LinearSelfAttention
 
 _CLASSIFIER_NAMES = ("head", "head_dist", "classifier")  # top-level modules whose outputs are the logits
 
@@ -157,32 +162,8 @@ def _classifiers(model: nn.Module) -> list[nn.Module]:
 # -- structured pruning ------------------------------------------------------------------------------------------
 
 
-def _sync_widths_(model: nn.Module) -> None:
-    """Update the width attributes forward passes read (heads, channel counts) from the layers' shapes."""
-    from edgevit.models.mobile_former import DynamicReLU
-    from edgevit.models.mobilevit import LinearSelfAttention
-
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.num_heads = m.qkv.out_features // (3 * m.head_dim)  # whole heads go: head_dim is unchanged
-        elif isinstance(m, DynamicReLU):
-            m.channels = m.fc2.out_features // 2
-        elif isinstance(m, LinearSelfAttention):
-            m.embed_dim = m.out_proj.out_channels
-    patch_embed = getattr(model, "patch_embed", None)
-    if isinstance(getattr(model, "embed_dim", None), int) and hasattr(patch_embed, "proj"):
-        model.embed_dim = patch_embed.proj.out_channels  # ViT: reset_classifier builds heads of this width
-    head = getattr(model, "head", None)
-    if isinstance(getattr(model, "num_features", None), int) and isinstance(getattr(head, "fc", None), nn.Linear):
-        model.num_features = head.fc.in_features  # MobileViT
-    elif isinstance(getattr(model, "num_features", None), int) and isinstance(getattr(model, "fc", None), nn.Linear):
-        model.num_features = model.fc.out_features  # Mobile-Former
-
-
 def _unsupported(model: nn.Module) -> str | None:
     """Why torch-pruning cannot prune ``model`` correctly, or None."""
-    from edgevit.models.mobile_former import ChannelShuffle
-
     for name, m in model.named_modules():
         if isinstance(m, ChannelShuffle):
             return (
@@ -203,8 +184,6 @@ def _protected(model: nn.Module, prune_heads: bool) -> list[nn.Module]:
     - grouped convs other than plain depthwise ones (a channel multiplier, as in Mobile-Former's depthwise
       expansions): torch-pruning does not keep their output channels a multiple of the groups.
     """
-    from edgevit.models.mobilevit import LinearSelfAttention
-
     keep: list[nn.Module] = []
     for m in model.modules():
         if isinstance(m, LinearSelfAttention):
@@ -255,7 +234,7 @@ def _accumulate_gradients(model: nn.Module, data: Dataset, batches: int, batch_s
 
 def _macs(model: nn.Module, example: torch.Tensor) -> int:
     """MACs of one forward at ``example``'s shape (edgevit.profile's convention: matmuls and convs)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # lazy: it imports triton, slowing `import edgevit`
 
     meta = copy.deepcopy(model).to("meta").eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -339,7 +318,7 @@ def prune_(
             _accumulate_gradients(model, calib, cfg.calib_batches, cfg.batch_size)
     pruner.step()
     model.zero_grad(set_to_none=True)
-    _sync_widths_(model)
+    sync_widths_(model)
     _check_forward(model, example)
 
     widths_after = _widths(model)
@@ -383,60 +362,6 @@ def _check_forward(model: nn.Module, example: torch.Tensor) -> None:
             h.remove()
 
 
-def restore_pruned_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Resize a freshly built registry model to a pruned ``state`` dict's shapes, then load it strictly.
-
-    Each ``Linear``, ``Conv2d``, norm layer and free parameter whose saved tensor has another shape gets new
-    (empty) tensors of that shape and matching width attributes; head counts follow from the qkv widths.
-
-    Raises:
-        EdgeVitError: ``state`` does not come from a pruned version of this architecture.
-    """
-    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise EdgeVitError(
-            f"pruned weights do not fit this architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    for mname, m in model.named_modules():
-        prefix = f"{mname}." if mname else ""
-        changed = {
-            k: state[prefix + k].shape
-            for k, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]
-            if t is not None and state[prefix + k].shape != t.shape
-        }
-        if changed:
-            _resize_module_(m, changed)
-    _sync_widths_(model)
-    model.load_state_dict(dict(state), strict=True)
-    return model
-
-
-def _resize_module_(m: nn.Module, shapes: dict[str, torch.Size]) -> None:
-    """Give ``m``'s tensors ``shapes`` (name -> shape) and set its width attributes to match."""
-    for k, shape in shapes.items():
-        old = getattr(m, k)
-        new = torch.empty(shape, dtype=old.dtype)
-        if isinstance(old, nn.Parameter):
-            setattr(m, k, nn.Parameter(new, requires_grad=old.requires_grad))
-        else:
-            m._buffers[k] = new
-    if isinstance(m, nn.Linear):
-        m.out_features, m.in_features = m.weight.shape
-    elif isinstance(m, nn.Conv2d):
-        depthwise = m.groups == m.in_channels == m.out_channels and m.groups > 1
-        m.out_channels = m.weight.shape[0]
-        m.groups = m.out_channels if depthwise else m.groups
-        m.in_channels = m.weight.shape[1] * m.groups
-    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-        m.num_features = m.running_mean.shape[0] if m.running_mean is not None else m.weight.shape[0]
-    elif isinstance(m, nn.LayerNorm):
-        m.normalized_shape = (m.weight.shape[0],) if m.weight is not None else m.normalized_shape
-    elif isinstance(m, nn.GroupNorm):
-        m.num_channels = m.weight.shape[0]
-    # any other module: only its own free parameters (class token, position embedding) change shape
-
-
 # -- unstructured sparsity ---------------------------------------------------------------------------------------
 
 
@@ -460,8 +385,6 @@ def sparsify_(model: nn.Module, config: SparsityConfig | Mapping[str, Any] | Non
     Raises:
         EdgeVitError: bad config, an ``ignore`` name the model lacks, or nothing left to sparsify.
     """
-    from torch.nn.utils import prune as tprune
-
     cfg = _validated(SparsityConfig, config)
     targets = _sparsity_targets(model, cfg.ignore)
     if not targets:
@@ -480,8 +403,6 @@ def sparsify_(model: nn.Module, config: SparsityConfig | Mapping[str, Any] | Non
 
 def make_sparsity_permanent_(model: nn.Module) -> nn.Module:
     """Fold :func:`sparsify_`'s masks into the weights (plain ``weight`` parameters with zeros) and drop them."""
-    from torch.nn.utils import prune as tprune
-
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)) and tprune.is_pruned(m):
             tprune.remove(m, "weight")

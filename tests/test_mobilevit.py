@@ -13,7 +13,7 @@ from conftest import randomize_
 
 from edgevit import EdgeVitError
 from edgevit.export import export
-from edgevit.models import create_model, list_models
+from edgevit.models import create_model, list_models, model_entrypoint
 
 V1 = ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
 V2 = [f"mobilevitv2_{w}" for w in ("050", "075", "100", "125", "150", "175", "200")]
@@ -97,10 +97,8 @@ def test_overrides_and_bad_arguments():
     m = create_model("mobilevitv2_050", in_chans=1, num_classes=4, **SHALLOW)
     assert m.stem.conv.in_channels == 1 and m.default_cfg["input_size"] == (1, 256, 256)
     assert m(torch.randn(1, 1, 64, 64)).shape == (1, 4)
-    from edgevit.models._registry import _MODELS
-
     with pytest.raises(TypeError, match="unknown MobileViT arguments"):
-        _MODELS["mobilevit_xxs"](patch_sise=2)
+        model_entrypoint("mobilevit_xxs")(patch_sise=2)
     with pytest.raises(EdgeVitError, match="does not take"):
         create_model("mobilevit_xxs", depht=3)
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from edgevit import EdgeVitError, create_model, list_models, profile
+from edgevit.models import model_entrypoint
 
 # Scaling-ViT (Zhai et al. 2022) table: params without head and class token, pos-embed for 224 px.
 PAPER_BACKBONE_PARAMS_M = {
@@ -38,6 +39,18 @@ def test_registry_lists_and_filters():
 def test_unknown_model_suggests_closest():
     with pytest.raises(EdgeVitError, match="did you mean vit_tiny_patch16"):
         create_model("vit_tiny_patch61")
+
+
+def test_model_entrypoint_is_the_registered_builder():
+    """The entry point builds what create_model builds; an unknown name fails like create_model's."""
+    entry = model_entrypoint("vit_tiny_patch16")
+    assert entry.__name__ == "vit_tiny_patch16"
+    with torch.device("meta"):
+        built, made = entry(depth=2), create_model("vit_tiny_patch16", depth=2)
+    assert type(built) is type(made) and len(built.blocks) == 2
+    assert [(n, p.shape) for n, p in built.named_parameters()] == [(n, p.shape) for n, p in made.named_parameters()]
+    with pytest.raises(EdgeVitError, match="did you mean vit_tiny_patch16"):
+        model_entrypoint("vit_tiny_patch61")
 
 
 def test_bad_override_is_a_clear_error():

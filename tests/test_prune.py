@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 
 from edgevit import EdgeVitError, create_model
-from edgevit._utils import path_size
 from edgevit.models.layers import Attention
 from edgevit.prune import (
     PruneConfig,
@@ -29,6 +28,11 @@ def _vit(seed=0):
 
 def _images(data, n=8):
     return torch.stack([data.val[i][0] for i in range(n)])
+
+
+def _bytes_on_disk(path):
+    """A file's size, or the total size of the files under a directory (an .mlpackage)."""
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _check_attention(model):
@@ -205,6 +209,43 @@ def test_pruned_model_save_load_round_trip(digits32, tmp_path):
     assert [m.num_heads for m in loaded.modules() if isinstance(m, Attention)] == [2, 2]
 
 
+PRUNABLE = {  # one small model per family that caches widths (each class's sync_widths_ hook)
+    "vit_tiny_patch16": VIT,
+    "mobilevitv2_050": dict(img_size=64, num_classes=10, depths=(1, 1, 1, 1, 1), transformer_depths=(1, 1, 1)),
+    "mobile_former_52m": dict(img_size=64, num_classes=10),
+}
+
+
+@pytest.mark.parametrize("name", PRUNABLE)
+def test_pruned_model_reloads_and_takes_a_new_classifier(name, tmp_path):
+    """load_model resizes every family to its pruned widths; reset_classifier then builds a head that fits."""
+    from edgevit.models import load_model, save_model
+
+    kw = PRUNABLE[name]
+    torch.manual_seed(0)
+    model = create_model(name, **kw).eval()
+    x = torch.randn(2, 3, kw["img_size"], kw["img_size"])
+    prune_(model, PruneConfig(ratio=0.3), x[:1])
+    loaded, _ = load_model(save_model(model, name, kw, tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+        for m in (model, loaded):
+            m.reset_classifier(3)  # its input width is the pruned feature width
+            assert m(x).shape == (2, 3)
+
+
+def test_pruned_timm_model_takes_a_new_classifier():
+    """A timm model has no sync_widths_ hook: its num_features follows its classifier's input width."""
+    torch.manual_seed(0)
+    model = create_model("timm/resnet10t", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    prune_(model, PruneConfig(ratio=0.3), x[:1])
+    assert model.num_features == model.get_classifier().in_features < 512
+    model.reset_classifier(5)
+    with torch.no_grad():
+        assert model(x).shape == (2, 5)
+
+
 def test_bad_prune_input_is_a_clear_error(digits32):
     model, x = _vit(), _images(digits32, 1)
     with pytest.raises(EdgeVitError, match="'ratio'.*less than 1"):
@@ -280,7 +321,7 @@ def test_coreml_sparse_package_is_smaller(digits32, tmp_path):
     sparse = export(model, _images(digits32, 1), "coreml", tmp_path / "sparse.mlpackage", "sparse")
     # qkv, proj, fc1, fc2 of both blocks (global ranking: all above 30% zeros)
     assert sparse.info["ops"].get("constexpr_sparse_to_dense", 0) >= 8
-    assert path_size(sparse.path) < 0.7 * path_size(dense.path)
+    assert _bytes_on_disk(sparse.path) < 0.7 * _bytes_on_disk(dense.path)
 
 
 def test_deepcopy_of_pruned_model_still_runs(digits32):

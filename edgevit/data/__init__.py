@@ -1,5 +1,6 @@
-"""Datasets (``digits``, ``imagefolder``), training augmentation and calibration subsets."""
+"""Datasets (``digits``, ``imagefolder``), training augmentation, calibration subsets and normalisation constants."""
 
+from edgevit.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from edgevit.data.datasets import (
     DATASETS,
     DataSplits,
@@ -13,6 +14,8 @@ from edgevit.data.transforms import AugConfig, build_criterion, build_mixup, bui
 
 __all__ = [
     "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "AugConfig",
     "DataSplits",
     "build_criterion",

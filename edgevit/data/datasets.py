@@ -17,10 +17,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from edgevit._utils import EdgeVitError
+from edgevit.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from edgevit.data.transforms import AugConfig, as_aug_config, build_train_transform
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

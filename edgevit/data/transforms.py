@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgevit._utils import EdgeVitError
 
 Interpolation = Literal["bilinear", "bicubic"]
 
@@ -111,10 +113,6 @@ def as_aug_config(value: AugConfig | dict | None) -> AugConfig | None:
     """
     if value is None or isinstance(value, AugConfig):
         return value
-    from pydantic import ValidationError
-
-    from edgevit._utils import EdgeVitError
-
     try:
         return AugConfig.model_validate(value)
     except ValidationError as e:

@@ -1,7 +1,8 @@
-"""The model registry: ``register_model``, ``create_model``, ``list_models``.
+"""The model registry: ``register_model``, ``register_family``, ``list_models``, ``model_entrypoint``.
 
 Architectures register thin entry points (``@register_model def vit_tiny_patch16(**kw)``) that look
-their config up in a dict of dataclasses, as timm does. ``create_model`` is the one factory.
+their config up in a dict of dataclasses, as timm does. Building, loading and resizing models live in
+``_factory.py`` and ``_prune.py``; this module only keeps the table.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
@@ -20,7 +20,14 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``fn`` under its own name; ``fn(**kwargs)`` must return an ``nn.Module``."""
+    """Register ``fn`` under its own name; ``fn(**kwargs)`` must return an ``nn.Module``.
+
+    Returns:
+        ``fn`` itself, so this works as a decorator.
+
+    Raises:
+        ValueError: a model of that name is already registered.
+    """
     if fn.__name__ in _MODELS:
         raise ValueError(f"model {fn.__name__!r} is registered twice")
     _MODELS[fn.__name__] = fn
@@ -28,7 +35,11 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 def register_family(configs: dict[str, Any], build: Callable[..., nn.Module], family: str) -> None:
-    """Register one thin entry point per config: ``create_model(name, **kw)`` calls ``build(configs[name], **kw)``."""
+    """Register one thin entry point per config: ``create_model(name, **kw)`` calls ``build(configs[name], **kw)``.
+
+    Raises:
+        ValueError: a name in ``configs`` is already registered.
+    """
     for name, cfg in configs.items():
         register_model(_entry(name, cfg, build, family))
 
@@ -47,60 +58,23 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(name: str, *, weights: str | Path | None = None, **kwargs) -> nn.Module:
-    """Build a registered model.
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The function registered as ``name`` (timm's ``model_entrypoint``); calling it builds the model.
+
+    Unlike :func:`edgevit.models.create_model`, it neither loads weights nor turns an architecture's
+    ``TypeError`` for a bad keyword into an :class:`EdgeVitError`.
 
     Args:
-        name: a registered name (see ``list_models()``), or ``"timm/<name>"`` for any timm architecture
-            (built with random weights; pass ``weights=`` to load a checkpoint).
-        weights: optional path to a ``.safetensors`` (or ``.pth``/``.pt``) state dict to load.
-        **kwargs: architecture overrides such as ``num_classes``, ``img_size``, ``patch_size``, ``depth``.
+        name: a registered name (see :func:`list_models`).
 
     Returns:
-        The model, in train mode, on CPU.
+        The entry point: ``entry(**kwargs) -> nn.Module``.
 
     Raises:
-        EdgeVitError: unknown name (with the closest names), bad override, or unloadable weights.
+        EdgeVitError: ``name`` is not registered (the message names the closest registered names).
     """
-    if name.startswith("timm/"):
-        model = _create_timm(name.removeprefix("timm/"), **kwargs)
-    elif name not in _MODELS:
+    if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise EdgeVitError(f"unknown model {name!r}{hint} (`edgevit models` lists all {len(_MODELS)})")
-    else:
-        try:
-            model = _MODELS[name](**kwargs)
-        except TypeError as e:
-            raise EdgeVitError(f"model {name!r} does not take these arguments {sorted(kwargs)}: {e}") from e
-    if weights is not None:
-        from edgevit.models.weights import load_state_dict
-
-        state = load_state_dict(weights)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise EdgeVitError(
-                f"weights {weights} do not fit model {name!r}: missing keys {missing[:5]}, unexpected keys "
-                f"{unexpected[:5]} (was it trained with other architecture arguments?)"
-            )
-    return model
-
-
-def _create_timm(name: str, **kwargs) -> nn.Module:
-    """A timm model by name, random init (no download), with ``default_cfg`` matching ``img_size``."""
-    import timm
-
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join('timm/' + c for c in close)}?" if close else ""
-        raise EdgeVitError(f"unknown timm model {name!r}{hint}")
-    try:
-        model = timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError as e:
-        raise EdgeVitError(f"timm model {name!r} does not take these arguments {sorted(kwargs)}: {e}") from e
-    cfg = dict(model.pretrained_cfg)
-    if "img_size" in kwargs:
-        size = kwargs["img_size"]
-        cfg["input_size"] = (cfg["input_size"][0], *((size, size) if isinstance(size, int) else size))
-    model.pretrained_cfg = model.default_cfg = cfg
-    return model
+    return _MODELS[name]

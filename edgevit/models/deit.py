@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from edgevit.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from edgevit.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from edgevit.models._registry import register_family
 from edgevit.models.vit import ViTConfig, create_vit
 

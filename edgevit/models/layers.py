@@ -60,6 +60,10 @@ class Attention(nn.Module):
         x = x.reshape(B, h, N, d).permute(0, 2, 1, 3).reshape(B, N, C)  # -> [B, N, C]
         return self.proj_drop(self.proj(x))
 
+    def sync_widths_(self) -> None:
+        """Re-read ``num_heads`` from the qkv width after pruning (whole heads go: ``head_dim`` is unchanged)."""
+        self.num_heads = self.qkv.out_features // (3 * self.head_dim)
+
 
 class Mlp(nn.Module):
     """Transformer feed-forward: Linear -> GELU -> Linear."""

@@ -82,11 +82,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgevit.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from edgevit.models._registry import register_family
 from edgevit.models.layers import DropPath, Mlp
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BlockArgs(NamedTuple):
@@ -171,6 +169,10 @@ class DynamicReLU(nn.Module):
         a = a.reshape(B, 2 * C, 1, 1)  # [B, 1, 2C] -> [B, 2C, 1, 1]
         a1, a2 = a[:, :C], a[:, C:] - 1.0  # 2 x [B, C, 1, 1]: slices, not split
         return torch.maximum(x * a1, x * a2)
+
+    def sync_widths_(self) -> None:
+        """Re-read ``channels`` from ``fc2`` (two slopes per channel) after pruning."""
+        self.channels = self.fc2.out_features // 2
 
 
 class MobileToFormer(nn.Module):
@@ -478,6 +480,10 @@ class MobileFormer(nn.Module):
         if num_classes > 0:
             nn.init.normal_(self.head.weight, std=0.01)
             nn.init.zeros_(self.head.bias)
+
+    def sync_widths_(self) -> None:
+        """Re-read ``num_features`` from ``fc`` (the merge layer before the classifier) after pruning."""
+        self.num_features = self.fc.out_features
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load weights; a state dict in the released code's layout is converted first."""

@@ -223,6 +223,10 @@ class LinearSelfAttention(nn.Module):
         ctx = ctx.reshape(B, C, P, 1)  # -> [B, C, P, 1]
         return self.out_drop(self.out_proj(F.relu(v) * ctx))  # ctx broadcasts over N
 
+    def sync_widths_(self) -> None:
+        """Re-read ``embed_dim`` from ``out_proj`` after pruning."""
+        self.embed_dim = self.out_proj.out_channels
+
 
 class ConvMlp(nn.Module):
     """Feed-forward with 1x1 convs on ``[B, C, P, N]``: conv -> SiLU -> conv."""
@@ -410,6 +414,11 @@ class MobileViT(nn.Module):
         if num_classes > 0:
             nn.init.normal_(self.head.fc.weight, 0.0, 0.01)
             nn.init.zeros_(self.head.fc.bias)
+
+    def sync_widths_(self) -> None:
+        """Re-read ``num_features`` from the classifier's input width after pruning (no classifier: unchanged)."""
+        if isinstance(self.head.fc, nn.Linear):
+            self.num_features = self.head.fc.in_features
 
 
 def _v1(stem_chs: int, chs: tuple, dims: tuple, expansion: float, num_features: int) -> MobileViTConfig:

@@ -182,6 +182,10 @@ class VisionTransformer(nn.Module):
                 nn.init.zeros_(head.bias)
             setattr(self, name, head)
 
+    def sync_widths_(self) -> None:
+        """Re-read ``embed_dim`` (the width ``reset_classifier`` builds heads of) from the patch embedding."""
+        self.embed_dim = self.patch_embed.proj.out_channels
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load weights, resampling the position embedding when the checkpoint's grid differs."""
         pe = state_dict.get("pos_embed")

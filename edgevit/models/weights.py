@@ -1,7 +1,8 @@
 """Weights on disk: safetensors written atomically; ``.pth`` loaded only with ``weights_only=True``.
 
 A saved model is ``NAME.safetensors`` plus a ``NAME.json`` sidecar recording the registry name and the
-arguments it was built with, so ``load_model(path)`` rebuilds it without the user repeating them.
+arguments it was built with, so :func:`edgevit.models.load_model` rebuilds it without the user repeating
+them. This module only reads and writes files; building models is ``_factory.py``'s job.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
-from edgevit._utils import EdgeVitError, atomic_path, read_json, write_json_atomic
+from edgevit._utils import EdgeVitError, atomic_path, write_json_atomic
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write a tensor dict to ``path`` as safetensors, atomically."""
-    from safetensors.torch import save_file
+    """Write a tensor dict to ``path`` as safetensors, atomically.
 
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
@@ -36,9 +41,6 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise EdgeVitError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
@@ -60,7 +62,10 @@ def save_model(model: torch.nn.Module, name: str, args: dict[str, Any], path: st
     """Save weights to ``path`` (``.safetensors``) and ``{"name", "args", **extra}`` to the ``.json`` beside it.
 
     A structurally pruned model (``edgevit.prune.prune_`` sets ``model.pruning``) also records ``"pruned"``,
-    so :func:`load_model` resizes the registry model to the saved shapes.
+    so :func:`edgevit.models.load_model` resizes the registry model to the saved shapes.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
     pruned = getattr(model, "pruning", None)
@@ -68,30 +73,3 @@ def save_model(model: torch.nn.Module, name: str, args: dict[str, Any], path: st
     meta = {"name": name, "args": args, **({"pruned": pruned} if pruned else {}), **extra}
     write_json_atomic(path.with_suffix(".json"), meta)
     return path
-
-
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model`; ``path`` is the ``.safetensors`` file or a run directory.
-
-    A pruned model (sidecar key ``"pruned"``) is rebuilt by resizing the registry model's layers to the saved
-    tensors' shapes (:func:`edgevit.prune.restore_pruned_`); nothing but tensors and JSON is read.
-
-    Returns:
-        ``(model in eval mode, sidecar metadata)``.
-    """
-    from edgevit.models._registry import create_model
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    meta = read_json(path.with_suffix(".json"), "model metadata (the .json beside the weights)")
-    if not isinstance(meta, dict) or "name" not in meta:
-        raise EdgeVitError(f"{path.with_suffix('.json')} does not describe a model (no 'name')")
-    if meta.get("pruned"):  # non-registry widths: resize the registry model to the saved tensors' shapes
-        from edgevit.prune import restore_pruned_
-
-        model = restore_pruned_(create_model(meta["name"], **meta.get("args", {})), load_state_dict(path))
-        model.pruning = meta["pruned"]
-    else:
-        model = create_model(meta["name"], weights=path, **meta.get("args", {}))
-    return model.eval(), meta
