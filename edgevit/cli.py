@@ -536,9 +536,18 @@ def main(argv: list[str] | None = None) -> None:
         _echo(_INTERRUPTED)
         sys.exit(130)
     except EdgeVitError as e:
-        _echo(f"error: {e}")
+        _echo(f"error: {_one_line(e)}")
         sys.exit(2)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _one_line(error: EdgeVitError) -> str:
+    """The error's message; for one re-raised from a DataLoader worker (whose message holds the worker's
+    traceback: "Caught EdgeVitError in DataLoader worker process 0. Original Traceback ..."), its last line."""
+    text = str(error).strip()
+    if "Original Traceback" not in text:
+        return text
+    return text.splitlines()[-1].split("EdgeVitError: ", 1)[-1]
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _fails_cleanly(proc: subprocess.CompletedProcess, *patterns: str) -> str:
         (["export", "--model", "vit_tiny_patch16", "--backend", "tensorrt", "--out", "x.onnx"], ["tensorrt", "onnx"]),
         (["export", "--model", "vit_tiny_patch16", "--backend", "onnx"], ["--out"]),
         (["trian"], ["No such command", "train"]),
-        (["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--img-size", "abc", "--out", "x.onnx"], ["abc"]),
+        (["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--img-size", "abc", "--out", "x.onnx"], ["--img-size", "integer"]),
         (["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--precision", "w4", "--out", "x.onnx"], ["w4"]),
         (["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--out", "x.tflite"], [".onnx"]),
         (["parity", "/nonexistent/run"], ["/nonexistent/run"]),
@@ -176,3 +176,67 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------------------------------------ user datasets
+
+
+def _image_folder(root: Path, classes=("a", "b"), per_class: int = 6) -> Path:
+    """A small real ImageFolder: scikit-learn digit scans as 16x16 PNGs, one folder per class."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for c, label in zip(classes, range(len(classes)), strict=False):
+        (root / c).mkdir(parents=True)
+        for i, img in enumerate(d.images[d.target == label][:per_class]):
+            pixels = np.repeat((img * 255 / 16).astype(np.uint8)[..., None], 3, axis=-1)
+            Image.fromarray(pixels).resize((16, 16)).save(root / c / f"{i}.png")
+    return root
+
+
+def _tiny_recipe(tmp_path: Path, root: Path, **data) -> Path:
+    import yaml
+
+    recipe = {
+        "model": {"name": "vit_tiny_patch16", "args": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}},
+        "data": {"name": "imagefolder", "root": str(root), "img_size": 16, "val_fraction": 0.3, **data},
+        "train": {"epochs": 1, "batch_size": 4, "threads": 1},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_an_unreadable_image_is_named_or_skipped_as_the_data_option_says(tmp_path):
+    root = _image_folder(tmp_path / "data")
+    (root / "a" / "notes.png").write_text("not an image")  # a renamed text file
+    good = (root / "b" / "0.png").read_bytes()
+    (root / "b" / "cut.png").write_bytes(good[: len(good) // 2])  # a truncated download
+    proc = edgevit_cli("train", str(_tiny_recipe(tmp_path, root)), "--out", str(tmp_path / "run"))
+    _fails_cleanly(proc, "not readable images", "notes.png", "data.bad_images: skip")
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
+    proc = edgevit_cli("train", str(_tiny_recipe(tmp_path, root, bad_images="skip")), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "skipped 2 unreadable image(s)" in proc.stderr and "cut.png" in proc.stderr
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_a_one_class_image_folder_is_an_error(tmp_path):
+    root = _image_folder(tmp_path / "data", classes=("only",))
+    proc = edgevit_cli("train", str(_tiny_recipe(tmp_path, root)), "--out", str(tmp_path / "run"))
+    _fails_cleanly(proc, "1 class folder (only)", "at least 2")
+
+
+def test_weights_of_another_shape_and_unbuildable_sizes_are_one_line_errors(tmp_path):
+    from edgevit import create_model
+    from edgevit.models import save_state_dict
+
+    save_state_dict(create_model("vit_tiny_patch16", num_classes=5).state_dict(), tmp_path / "w.safetensors")
+    out = str(tmp_path / "m.onnx")
+    proc = edgevit_cli("export", "--model", "vit_tiny_patch16", "--weights", str(tmp_path / "w.safetensors"),
+                       "--backend", "onnx", "--out", out)  # fmt: skip
+    _fails_cleanly(proc, "do not fit model 'vit_tiny_patch16'", "size mismatch", "head.weight")
+    proc = edgevit_cli("export", "--model", "vit_tiny_patch16", "--img-size", "30", "--backend", "onnx", "--out", out)
+    _fails_cleanly(proc, "img_size 30 is not divisible by patch_size 16")

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from edgevit._utils import EdgeVitError
 from edgevit.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from edgevit.data.images import BadImages, check_images, load_rgb
 from edgevit.data.transforms import AugConfig, as_aug_config, build_train_transform
 
 
@@ -132,6 +133,7 @@ def imagefolder(
     augment: bool = True,
     aug: AugConfig | dict | None = None,
     train_transform: Callable[[Any], torch.Tensor] | None = None,
+    bad_images: BadImages = "fail",
 ) -> DataSplits:
     """A user's ``root/<class>/<image>`` dataset.
 
@@ -140,7 +142,12 @@ def imagefolder(
     given, else :func:`~edgevit.data.transforms.build_train_transform` if ``aug`` turns on a per-image
     augmentation, else (as before ``aug`` existed) timm's standard train transform (random-resized crop,
     flip, colour jitter) when ``augment`` and a plain resize + centre crop when not; validation resizes to
-    ``img_size / 0.875`` and centre-crops ``img_size``.
+    ``img_size / 0.875`` and centre-crops ``img_size``. Files that are not readable images fail with their name
+    or are skipped (``bad_images``, see :mod:`edgevit.data.images`).
+
+    Raises:
+        EdgeVitError: no such directory, no class folders or images, fewer than 2 classes, train/ and val/ with
+            different classes, or unreadable images (with ``bad_images="fail"``).
     """
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
@@ -152,17 +159,30 @@ def imagefolder(
     if train_tf is None:
         train_tf = create_transform(img_size, is_training=augment, mean=mean, std=std, crop_pct=0.875)
     val_tf = create_transform(img_size, is_training=False, mean=mean, std=std, crop_pct=0.875)
-    try:
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            train = ImageFolder(str(root / "train"), transform=train_tf)
-            val = ImageFolder(str(root / "val"), transform=val_tf)
-            if val.classes != train.classes:
-                raise EdgeVitError(f"{root}/train and {root}/val have different class folders")
-            return DataSplits(train, val, list(train.classes))
-        train_full = ImageFolder(str(root), transform=train_tf)
-        val_full = ImageFolder(str(root), transform=val_tf)
-    except (FileNotFoundError, RuntimeError) as e:  # torchvision: no class folders / no valid images
-        raise EdgeVitError(f"cannot read an image-folder dataset at {root}: {e}") from e
+    def folder(path: Path, transform) -> ImageFolder:
+        try:
+            ds = ImageFolder(str(path), transform=transform, loader=load_rgb)
+        except (FileNotFoundError, RuntimeError) as e:  # torchvision: no class folders / no valid images
+            raise EdgeVitError(f"cannot read an image-folder dataset at {path}: {e}") from e
+        if len(ds.classes) < 2:
+            raise EdgeVitError(
+                f"{path} has {len(ds.classes)} class folder ({', '.join(ds.classes)}): a classifier needs at least 2 "
+                "(one sub-folder of images per class)"
+            )
+        ds.samples = ds.imgs = check_images(ds.samples, bad_images, path)
+        ds.targets = [label for _, label in ds.samples]
+        return ds
+
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train = folder(root / "train", train_tf)
+        val = folder(root / "val", val_tf)
+        if val.classes != train.classes:
+            raise EdgeVitError(f"{root}/train and {root}/val have different class folders")
+        return DataSplits(train, val, list(train.classes))
+    train_full = folder(root, train_tf)
+    val_full = ImageFolder(str(root), transform=val_tf, loader=load_rgb)  # the same files, checked once
+    val_full.samples = val_full.imgs = train_full.samples
+    val_full.targets = train_full.targets
     train_idx, val_idx = stratified_split(train_full.targets, val_fraction, seed)
     return DataSplits(Subset(train_full, train_idx), Subset(val_full, val_idx), list(train_full.classes))
 

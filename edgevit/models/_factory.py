@@ -41,9 +41,18 @@ def create_model(name: str, *, weights: str | Path | None = None, **kwargs) -> n
             model = entry(**kwargs)
         except TypeError as e:
             raise EdgeVitError(f"model {name!r} does not take these arguments {sorted(kwargs)}: {e}") from e
+        except ValueError as e:  # an architecture that cannot be built (img_size not a multiple of the patch, ...)
+            raise EdgeVitError(f"model {name!r} cannot be built with {kwargs}: {e}") from e
     if weights is not None:
         state = load_state_dict(weights)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # tensors of other shapes: "size mismatch for head.weight: ..."
+            first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+            raise EdgeVitError(
+                f"weights {weights} do not fit model {name!r} with {kwargs or 'its default arguments'}: {first} "
+                "(was it trained with other architecture arguments, e.g. num_classes or img_size?)"
+            ) from None
         if missing or unexpected:
             raise EdgeVitError(
                 f"weights {weights} do not fit model {name!r}: missing keys {missing[:5]}, unexpected keys "

@@ -39,6 +39,9 @@ class DataConfig(StrictModel):
     classes: list[str] | None = Field(
         None, description="only these classes (by name), relabelled 0..n-1 in this order; e.g. a transfer split"
     )
+    bad_images: Literal["fail", "skip"] = Field(
+        "fail", description="imagefolder files that are not readable images: fail naming them, or skip them"
+    )
 
     @model_validator(mode="after")
     def _root_for_imagefolder(self) -> DataConfig:

@@ -70,7 +70,7 @@ def build_model_and_data(
     kwargs: dict[str, Any] = {"img_size": recipe.data.img_size, "val_fraction": recipe.data.val_fraction}
     kwargs.update(seed=recipe.seed, mean=cfg["mean"], std=cfg["std"])
     if recipe.data.name == "imagefolder":
-        kwargs["root"] = recipe.data.root
+        kwargs.update(root=recipe.data.root, bad_images=recipe.data.bad_images)
     if augment:
         kwargs["aug"] = recipe.train.aug
     data = build_dataset(recipe.data.name, **kwargs)
@@ -139,12 +139,12 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
     main = int(os.environ.get("RANK", "0")) == 0
     if recipe.finetune is not None:
         recipe = _inherit_source_args(recipe)
+    model, data, args = build_model_and_data(recipe, augment=True)  # a model or data it cannot build: no run dir
+    if recipe.train.multiscale:  # before any training, naming the recipe's model
+        check_sizes(model, recipe.train.multiscale.sizes, tuple(data.val[0][0].shape), recipe.model.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         recipe.save(recipe_path(run_dir))
-    model, data, args = build_model_and_data(recipe, augment=True)
-    if recipe.train.multiscale:  # before any training, naming the recipe's model
-        check_sizes(model, recipe.train.multiscale.sizes, tuple(data.val[0][0].shape), recipe.model.name)
     extra: dict[str, Any] = {}
     on_epoch_start = None
     if recipe.finetune is not None:
