@@ -24,14 +24,15 @@ object Frames {
 
     /**
      * A decoded photo: the bytes of an `ARGB_8888` Bitmap's `copyPixelsToBuffer` (R,G,B,A in memory, rows of
-     * `4 * width` bytes) and the photo's EXIF orientation tag.
+     * `bitmap.rowBytes` bytes) and the photo's EXIF orientation tag.
      */
     fun fromBitmapPixels(
         bytes: ByteArray,
         width: Int,
         height: Int,
+        rowBytes: Int,
         exifOrientation: Int,
-    ): Frame = Frame(bytes, width, height, 4 * width, PixelFormat.RGBA_8888, rotationForExif(exifOrientation))
+    ): Frame = Frame(bytes, width, height, rowBytes, PixelFormat.RGBA_8888, rotationForExif(exifOrientation))
 
     /**
      * The clockwise rotation that makes a photo upright from its EXIF orientation tag (1 normal, 6 rotate 90,
