@@ -16,8 +16,9 @@ FLAGS=(-language-version 2.3 -api-version 2.3 -jvm-target 17)
 OUT="${EDGEVIT_CACHE:-$HOME/.cache/edgevit}/build/android-core"
 mkdir -p "$OUT"
 
-hash_of() {  # hash_of DIR...: the Kotlin sources under DIR, the compiler and flags
-  { echo "$KOTLIN_VERSION ${FLAGS[*]} $*"; find "$@" -name '*.kt' -type f | LC_ALL=C sort | xargs sha256sum; } \
+hash_of() {  # hash_of DIR EXTRA...: the Kotlin sources under DIR (names and contents), the compiler, flags, EXTRA
+  local src="$1"; shift
+  { echo "$KOTLIN_VERSION ${FLAGS[*]} $*"; (cd "$src" && find . -name '*.kt' -type f | LC_ALL=C sort | xargs sha256sum); } \
     | sha256sum | cut -c1-16
 }
 

@@ -41,7 +41,15 @@ class GoldenEnginesTest {
                 val tol = if (model.input.dtype == DType.FLOAT32) 1e-6 else 0.0
                 for (i in 0 until want.size) {
                     val d = abs(want.valueAt(i) - got.valueAt(i))
-                    if (d > tol) fail("${case.id} ${model.key}: input value $i is ${got.valueAt(i)}, Python ${want.valueAt(i)}")
+                    if (d >
+                        tol
+                    ) {
+                        fail(
+                            "${case.id} ${model.key}: input value $i is ${got.valueAt(
+                                i,
+                            )}, Python ${want.valueAt(i)}",
+                        )
+                    }
                 }
             }
         }
@@ -95,7 +103,10 @@ class GoldenEnginesTest {
         model: ModelSpec,
     ): ModelTensor {
         val name =
-            golden.cases.first { it.id == caseId }.expected[model.key]?.inputFile
+            golden.cases
+                .first { it.id == caseId }
+                .expected[model.key]
+                ?.inputFile
                 ?: missing("$caseId.expected.${model.key}.input")
         return ModelTensor.fromLittleEndian(model.input, File(golden.dir, name).readBytes())
     }

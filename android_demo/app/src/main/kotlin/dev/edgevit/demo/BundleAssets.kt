@@ -17,7 +17,8 @@ object BundleAssets {
     private const val ROOT = "bundle"
 
     /** Parses `assets/bundle/bundle.json`; throws [dev.edgevit.core.BundleFormatException] naming a bad key. */
-    fun load(context: Context): Bundle = context.assets.open("$ROOT/bundle.json").use { Bundle.parse(it.readBytes().decodeToString()) }
+    fun load(context: Context): Bundle =
+        context.assets.open("$ROOT/bundle.json").use { Bundle.parse(it.readBytes().decodeToString()) }
 
     /**
      * The model file of [model], copied from the assets into the app's files on first use.

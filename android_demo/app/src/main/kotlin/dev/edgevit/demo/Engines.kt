@@ -48,7 +48,10 @@ class ExecuTorchEngine(
     file: File,
 ) : Engine {
     private val module = Module.load(file.absolutePath)
-    private val inputShape = model.input.shape.map { it.toLong() }.toLongArray()
+    private val inputShape =
+        model.input.shape
+            .map { it.toLong() }
+            .toLongArray()
 
     override fun run(input: ModelTensor): ModelTensor {
         val tensor =

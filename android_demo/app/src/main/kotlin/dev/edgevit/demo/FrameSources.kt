@@ -25,7 +25,16 @@ class RgbaAnalyzer(
             val buffer = plane.buffer.duplicate().apply { rewind() }
             val bytes = ByteArray(buffer.remaining())
             buffer.get(bytes)
-            onFrame(Frames.fromCamera(bytes, it.width, it.height, plane.rowStride, plane.pixelStride, it.imageInfo.rotationDegrees))
+            onFrame(
+                Frames.fromCamera(
+                    bytes,
+                    it.width,
+                    it.height,
+                    plane.rowStride,
+                    plane.pixelStride,
+                    it.imageInfo.rotationDegrees,
+                ),
+            )
         }
     }
 }

@@ -121,7 +121,9 @@ private fun DemoScreen(
         }
     }
     var hasCamera by remember {
-        mutableStateOf(ContextCompat.checkSelfPermission(context, Manifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED)
+        mutableStateOf(
+            ContextCompat.checkSelfPermission(context, Manifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED,
+        )
     }
     val askCamera = rememberLauncherForActivityResult(ActivityResultContracts.RequestPermission()) { hasCamera = it }
     val pickPhoto =
@@ -152,17 +154,37 @@ private fun DemoScreen(
                 source = Source.CAMERA
                 if (!hasCamera) askCamera.launch(Manifest.permission.CAMERA)
             }
-            if (source == Source.CAMERA) Button(onCamera) { Text("Camera") } else OutlinedButton(onCamera) { Text("Camera") }
-            OutlinedButton({ pickPhoto.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly)) }) {
+            if (source ==
+                Source.CAMERA
+            ) {
+                Button(onCamera) { Text("Camera") }
+            } else {
+                OutlinedButton(onCamera) { Text("Camera") }
+            }
+            OutlinedButton(
+                { pickPhoto.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly)) },
+            ) {
                 Text("Pick photo")
             }
         }
         Box(Modifier.fillMaxWidth().height(320.dp), contentAlignment = Alignment.Center) {
             when {
-                source == Source.PHOTO && photo != null ->
-                    Image(photo!!.asImageBitmap(), "picked photo", Modifier.fillMaxSize(), contentScale = ContentScale.Fit)
-                source == Source.CAMERA && hasCamera -> CameraPreview(session)
-                source == Source.CAMERA -> Text("Camera permission is needed for live classification.")
+                source == Source.PHOTO && photo != null -> {
+                    Image(
+                        photo!!.asImageBitmap(),
+                        "picked photo",
+                        Modifier.fillMaxSize(),
+                        contentScale = ContentScale.Fit,
+                    )
+                }
+
+                source == Source.CAMERA && hasCamera -> {
+                    CameraPreview(session)
+                }
+
+                source == Source.CAMERA -> {
+                    Text("Camera permission is needed for live classification.")
+                }
             }
         }
         error?.let { Text(it, color = MaterialTheme.colorScheme.error) }
@@ -186,7 +208,10 @@ private fun Results(
             }
         }
         Text(
-            "${model.key}: median %.1f ms over recent inferences (last %.1f ms)".format(c.medianLatencyMillis, c.latencyMillis),
+            "${model.key}: median %.1f ms over recent inferences (last %.1f ms)".format(
+                c.medianLatencyMillis,
+                c.latencyMillis,
+            ),
             style = MaterialTheme.typography.bodySmall,
         )
         Text("${bundle.classes.size} classes, top-5 by logit", style = MaterialTheme.typography.bodySmall)

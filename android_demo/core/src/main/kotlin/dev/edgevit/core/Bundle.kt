@@ -73,14 +73,32 @@ data class Bundle(
 }
 
 /** Raised for a `bundle.json` or `cases.json` that does not follow bundle.md; [key] is the offending key path. */
-class BundleFormatException(val key: String, message: String) : IllegalArgumentException("$key: $message")
+class BundleFormatException(
+    val key: String,
+    message: String,
+) : IllegalArgumentException("$key: $message")
 
-enum class Platform(val json: String) { ANDROID("android"), IOS("ios") }
+enum class Platform(
+    val json: String,
+) {
+    ANDROID("android"),
+    IOS("ios"),
+}
 
-enum class Backend(val json: String) { EXECUTORCH("executorch"), TFLITE("tflite"), COREML("coreml") }
+enum class Backend(
+    val json: String,
+) {
+    EXECUTORCH("executorch"),
+    TFLITE("tflite"),
+    COREML("coreml"),
+}
 
 /** Element type of a model input or output. */
-enum class DType(val json: String, val min: Int, val max: Int) {
+enum class DType(
+    val json: String,
+    val min: Int,
+    val max: Int,
+) {
     FLOAT32("float32", 0, 0),
     INT8("int8", -128, 127),
     UINT8("uint8", 0, 255),
@@ -89,36 +107,45 @@ enum class DType(val json: String, val min: Int, val max: Int) {
     val isQuantized: Boolean get() = this != FLOAT32
 }
 
-enum class Layout(val json: String) { NCHW("NCHW"), NHWC("NHWC") }
+enum class Layout(
+    val json: String,
+) {
+    NCHW("NCHW"),
+    NHWC("NHWC"),
+}
 
-enum class ColorOrder(val json: String) { RGB("RGB"), BGR("BGR") }
+enum class ColorOrder(
+    val json: String,
+) {
+    RGB("RGB"),
+    BGR("BGR"),
+}
 
-enum class Interpolation(val json: String) { BILINEAR("bilinear"), BICUBIC("bicubic") }
+enum class Interpolation(
+    val json: String,
+) {
+    BILINEAR("bilinear"),
+    BICUBIC("bicubic"),
+}
 
 /** Affine quantization: real = (q - zeroPoint) * scale. */
-data class Quant(val scale: Double, val zeroPoint: Int)
+data class Quant(
+    val scale: Double,
+    val zeroPoint: Int,
+)
 
 /** The evaluation transform (bundle.md "preprocess"). */
 data class PreprocessSpec(
     val colorOrder: ColorOrder,
     val valueScale: Double,
-    val mean: DoubleArray,
-    val std: DoubleArray,
+    val mean: List<Double>,
+    val std: List<Double>,
     val resizeShorter: Int,
     val interpolation: Interpolation,
     val antialias: Boolean,
     val cropHeight: Int,
     val cropWidth: Int,
 ) {
-    override fun equals(other: Any?): Boolean =
-        other is PreprocessSpec && toString() == other.toString()
-
-    override fun hashCode(): Int = toString().hashCode()
-
-    override fun toString(): String =
-        "PreprocessSpec($colorOrder, /$valueScale, mean=${mean.toList()}, std=${std.toList()}, " +
-            "shorter=$resizeShorter $interpolation antialias=$antialias, crop=${cropHeight}x$cropWidth)"
-
     companion object {
         internal fun parse(o: Json.Obj): PreprocessSpec {
             val mean = o.doubles("mean", 3)
@@ -136,8 +163,8 @@ data class PreprocessSpec(
             return PreprocessSpec(
                 colorOrder = o.enum("color_order", ColorOrder.entries) { it.json },
                 valueScale = valueScale,
-                mean = mean,
-                std = std,
+                mean = mean.toList(),
+                std = std.toList(),
                 resizeShorter = shorter,
                 interpolation = o.enum("interpolation", Interpolation.entries) { it.json },
                 antialias = o.bool("antialias"),
@@ -256,17 +283,29 @@ data class ModelSpec(
  * "JSONObject["x"] not found" without the path).
  */
 internal object Json {
-    fun obj(text: String, what: String): Obj =
+    fun obj(
+        text: String,
+        what: String,
+    ): Obj =
         try {
             Obj(JSONObject(text), "")
         } catch (e: JSONException) {
             throw BundleFormatException(what, "is not valid JSON (${e.message})")
         }
 
-    private fun join(path: String, key: String) = if (path.isEmpty()) key else "$path.$key"
+    private fun join(
+        path: String,
+        key: String,
+    ) = if (path.isEmpty()) key else "$path.$key"
 
-    class Obj(private val o: JSONObject, val path: String) {
-        fun fail(key: String, message: String): Nothing = throw BundleFormatException(join(path, key), message)
+    class Obj(
+        private val o: JSONObject,
+        val path: String,
+    ) {
+        fun fail(
+            key: String,
+            message: String,
+        ): Nothing = throw BundleFormatException(join(path, key), message)
 
         private fun raw(key: String): Any {
             if (!o.has(key)) fail(key, "missing required key")
@@ -300,29 +339,45 @@ internal object Json {
 
         fun keys(): List<String> = o.keys().asSequence().toList()
 
-        fun doubles(key: String, n: Int): DoubleArray {
+        fun doubles(
+            key: String,
+            n: Int,
+        ): DoubleArray {
             val a = array(key)
             if (a.size != n) fail(key, "must have $n numbers, has ${a.size}")
             return DoubleArray(n) { a.double(it) }
         }
 
-        fun ints(key: String, n: Int): IntArray {
+        fun ints(
+            key: String,
+            n: Int,
+        ): IntArray {
             val a = array(key)
             if (a.size != n) fail(key, "must have $n integers, has ${a.size}")
             return IntArray(n) { a.int(it) }
         }
 
-        fun <E> enum(key: String, values: List<E>, name: (E) -> String): E {
+        fun <E> enum(
+            key: String,
+            values: List<E>,
+            name: (E) -> String,
+        ): E {
             val s = string(key)
             return values.firstOrNull { name(it) == s }
                 ?: fail(key, "'$s' is not one of ${values.map(name)}")
         }
     }
 
-    class Arr(private val a: JSONArray, val path: String) {
+    class Arr(
+        private val a: JSONArray,
+        val path: String,
+    ) {
         val size: Int get() = a.length()
 
-        private fun fail(i: Int, message: String): Nothing = throw BundleFormatException("$path[$i]", message)
+        private fun fail(
+            i: Int,
+            message: String,
+        ): Nothing = throw BundleFormatException("$path[$i]", message)
 
         private fun raw(i: Int): Any = a.get(i).also { if (it == JSONObject.NULL) fail(i, "must not be null") }
 
@@ -343,9 +398,28 @@ internal object Json {
     /** An integral JSON number as Int, or null (1.5, "1", 2^40 are not ints). */
     private fun asInt(v: Any): Int? =
         when (v) {
-            is Int -> v
-            is Long -> if (v in Int.MIN_VALUE..Int.MAX_VALUE) v.toInt() else null
-            is Number -> v.toDouble().let { d -> if (d == Math.rint(d) && kotlin.math.abs(d) < 2e9) d.toInt() else null }
-            else -> null
+            is Int -> {
+                v
+            }
+
+            is Long -> {
+                if (v in Int.MIN_VALUE..Int.MAX_VALUE) v.toInt() else null
+            }
+
+            is Number -> {
+                v.toDouble().let { d ->
+                    if (d == Math.rint(d) &&
+                        kotlin.math.abs(d) < 2e9
+                    ) {
+                        d.toInt()
+                    } else {
+                        null
+                    }
+                }
+            }
+
+            else -> {
+                null
+            }
         }
 }

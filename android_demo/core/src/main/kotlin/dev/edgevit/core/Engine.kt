@@ -26,7 +26,9 @@ data class Classification(
 )
 
 /** Median of the last [capacity] latencies: what the app shows under the top-5. */
-class LatencyWindow(private val capacity: Int = 30) {
+class LatencyWindow(
+    private val capacity: Int = 30,
+) {
     private val values = ArrayDeque<Double>()
 
     init {

@@ -3,7 +3,11 @@ package dev.edgevit.core
 import java.io.File
 
 /** Golden cases written by `edgevit bundle` (bundle.md, "Golden cases"): `DIR/cases.json` and its files. */
-class GoldenCases(val dir: File, val topK: Int, val cases: List<GoldenCase>) {
+class GoldenCases(
+    val dir: File,
+    val topK: Int,
+    val cases: List<GoldenCase>,
+) {
     companion object {
         const val VERSION = 1
 
@@ -60,11 +64,21 @@ class GoldenExpectation(
             val dtype = model.output.dtype
             val data = ByteArray(k) { raw[it].toByte() }
             raw.forEachIndexed { i, v ->
-                if (v !in dtype.min..dtype.max) throw BundleFormatException("$path.raw_output[$i]", "$v is not ${dtype.json}")
+                if (v !in
+                    dtype.min..dtype.max
+                ) {
+                    throw BundleFormatException("$path.raw_output[$i]", "$v is not ${dtype.json}")
+                }
             }
             return Postprocess.logits(ModelTensor.quantized(dtype, model.output.shape, data), model.output)
         }
-        logits?.let { if (it.size != k) throw BundleFormatException("$path.logits", "has ${it.size} values, expected $k") }
+        logits?.let {
+            if (it.size !=
+                k
+            ) {
+                throw BundleFormatException("$path.logits", "has ${it.size} values, expected $k")
+            }
+        }
         return logits
     }
 }
@@ -105,8 +119,22 @@ class GoldenCase(
             val byModel =
                 expected?.keys()?.associateWith { key ->
                     val e = expected.obj(key)
-                    val logits = if (e.isNull("logits")) null else e.array("logits").let { a -> DoubleArray(a.size) { a.double(it) } }
-                    val raw = if (e.isNull("raw_output")) null else e.array("raw_output").let { a -> IntArray(a.size) { a.int(it) } }
+                    val logits =
+                        if (e.isNull("logits")) {
+                            null
+                        } else {
+                            e.array("logits").let { a ->
+                                DoubleArray(a.size) { a.double(it) }
+                            }
+                        }
+                    val raw =
+                        if (e.isNull("raw_output")) {
+                            null
+                        } else {
+                            e.array("raw_output").let { a ->
+                                IntArray(a.size) { a.int(it) }
+                            }
+                        }
                     val top =
                         if (e.isNull("top_k")) {
                             null
@@ -114,7 +142,11 @@ class GoldenCase(
                             e.array("top_k").let { a ->
                                 List(a.size) {
                                     val pair = a.array(it)
-                                    if (pair.size != 2) throw BundleFormatException("${pair.path}", "must be [index, probability]")
+                                    if (pair.size !=
+                                        2
+                                    ) {
+                                        throw BundleFormatException("${pair.path}", "must be [index, probability]")
+                                    }
                                     Scored(pair.int(0), pair.double(1))
                                 }
                             }

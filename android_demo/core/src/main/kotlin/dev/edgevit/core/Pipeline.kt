@@ -9,7 +9,12 @@ import kotlin.math.min
 import kotlin.math.truncate
 
 /** Byte order of a 4-byte pixel: RGBA_8888 is R,G,B,A (CameraX, Android Bitmap); BGRA_8888 is B,G,R,A (iOS). */
-enum class PixelFormat(val json: String, val r: Int, val g: Int, val b: Int) {
+enum class PixelFormat(
+    val json: String,
+    val r: Int,
+    val g: Int,
+    val b: Int,
+) {
     RGBA_8888("RGBA_8888", 0, 1, 2),
     BGRA_8888("BGRA_8888", 2, 1, 0),
 }
@@ -64,7 +69,11 @@ class ModelTensor private constructor(
     /** The little-endian bytes of this tensor (the golden `.bin` format). */
     fun toLittleEndian(): ByteArray =
         floats?.let { f ->
-            ByteBuffer.allocate(4 * f.size).order(ByteOrder.LITTLE_ENDIAN).apply { asFloatBuffer().put(f) }.array()
+            ByteBuffer
+                .allocate(4 * f.size)
+                .order(ByteOrder.LITTLE_ENDIAN)
+                .apply { asFloatBuffer().put(f) }
+                .array()
         } ?: bytes!!.copyOf()
 
     companion object {
@@ -98,9 +107,14 @@ class ModelTensor private constructor(
                 DType.FLOAT32 -> {
                     require(bytes.size == 4 * n) { "${bytes.size} bytes, expected ${4 * n} for float32 ${spec.shape}" }
                     val f = FloatArray(n)
-                    ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(f)
+                    ByteBuffer
+                        .wrap(bytes)
+                        .order(ByteOrder.LITTLE_ENDIAN)
+                        .asFloatBuffer()
+                        .get(f)
                     float32(spec.shape, f)
                 }
+
                 else -> {
                     require(bytes.size == n) { "${bytes.size} bytes, expected $n for ${spec.dtype.json} ${spec.shape}" }
                     quantized(spec.dtype, spec.shape, bytes.copyOf())
@@ -114,7 +128,9 @@ class ModelTensor private constructor(
  * The app pipeline of docs/reference/bundle.md, exactly: frame -> upright RGB -> resize of the shorter side ->
  * centre crop -> normalise -> layout -> dtype. All arithmetic is float64 in the order the spec writes it.
  */
-class Preprocessor(val spec: PreprocessSpec) {
+class Preprocessor(
+    val spec: PreprocessSpec,
+) {
     /**
      * Turns [frame] into the input tensor of a model whose input is [input].
      *
@@ -183,7 +199,15 @@ class Preprocessor(val spec: PreprocessSpec) {
                     var acc = 0.0
                     for (k in w.indices) {
                         val j = co.lo[i] + k
-                        val v = if (horizontal) img.px[3 * (r * img.width + j) + ch] else img.px[3 * (j * img.width + c) + ch]
+                        val v =
+                            if (horizontal) {
+                                img.px[3 * (r * img.width + j) + ch]
+                            } else {
+                                img.px[
+                                    3 * (j * img.width + c) +
+                                        ch,
+                                ]
+                            }
                         acc += w[k] * v
                     }
                     out.px[3 * (r * out.width + c) + ch] = acc
@@ -199,7 +223,9 @@ class Preprocessor(val spec: PreprocessSpec) {
         h: Int,
         w: Int,
     ): Image {
-        require(h <= img.height && w <= img.width) { "crop ${h}x$w is larger than the ${img.height}x${img.width} image" }
+        require(
+            h <= img.height && w <= img.width,
+        ) { "crop ${h}x$w is larger than the ${img.height}x${img.width} image" }
         val top = halfEven(img.height - h)
         val left = halfEven(img.width - w)
         val out = Image(h, w)
@@ -249,7 +275,10 @@ class Preprocessor(val spec: PreprocessSpec) {
     }
 
     /** A float64 RGB image, row-major, 3 values a pixel. */
-    class Image(val height: Int, val width: Int) {
+    class Image(
+        val height: Int,
+        val width: Int,
+    ) {
         val px = DoubleArray(3 * height * width)
     }
 
@@ -301,7 +330,10 @@ class Preprocessor(val spec: PreprocessSpec) {
                     val first = max(truncate(center - support + 0.5).toInt(), 0)
                     val last = min(truncate(center + support + 0.5).toInt(), inSize)
                     lo[i] = first
-                    val w = DoubleArray(max(last - first, 0)) { k -> filter(((first + k) - center + 0.5) * invFs, interpolation) }
+                    val w =
+                        DoubleArray(
+                            max(last - first, 0),
+                        ) { k -> filter(((first + k) - center + 0.5) * invFs, interpolation) }
                     var sum = 0.0
                     for (x in w) sum += x
                     if (sum != 0.0) for (k in w.indices) w[k] /= sum
@@ -316,7 +348,10 @@ class Preprocessor(val spec: PreprocessSpec) {
         ): Double {
             val x = abs(x0)
             return when (interpolation) {
-                Interpolation.BILINEAR -> if (x < 1.0) 1.0 - x else 0.0
+                Interpolation.BILINEAR -> {
+                    if (x < 1.0) 1.0 - x else 0.0
+                }
+
                 Interpolation.BICUBIC -> {
                     val a = -0.5
                     when {
@@ -330,5 +365,8 @@ class Preprocessor(val spec: PreprocessSpec) {
     }
 
     /** Resampling weights: output index i takes inputs `lo[i] until lo[i] + weights[i].size`. */
-    class Coefficients(val lo: IntArray, val weights: Array<DoubleArray>)
+    class Coefficients(
+        val lo: IntArray,
+        val weights: Array<DoubleArray>,
+    )
 }

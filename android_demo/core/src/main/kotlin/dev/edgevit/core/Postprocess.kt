@@ -3,7 +3,10 @@ package dev.edgevit.core
 import kotlin.math.exp
 
 /** One entry of a top-k list: class [index] with probability [probability]. */
-data class Scored(val index: Int, val probability: Double)
+data class Scored(
+    val index: Int,
+    val probability: Double,
+)
 
 /** Model output to class probabilities (bundle.md, "Output"). */
 object Postprocess {
@@ -46,6 +49,9 @@ object Postprocess {
         require(k >= 0) { "k = $k must be >= 0" }
         val p = softmax(z)
         // sortedWith is stable, so equal logits keep increasing index order
-        return z.indices.sortedWith(compareByDescending<Int> { z[it] }).take(k).map { Scored(it, p[it]) }
+        return z.indices
+            .sortedWith(compareByDescending<Int> { z[it] })
+            .take(k)
+            .map { Scored(it, p[it]) }
     }
 }

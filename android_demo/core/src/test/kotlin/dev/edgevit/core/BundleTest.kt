@@ -97,7 +97,10 @@ class BundleTest {
         rejects(Fixtures.bundleWith("preprocess.std", JSONArray(listOf(1, 1))), "preprocess.std")
         rejects(Fixtures.bundleWith("preprocess.std", JSONArray(listOf(1, 0, 1))), "preprocess.std")
         rejects(Fixtures.bundleWith("preprocess.crop", JSONArray(listOf(3, 2))), "preprocess.crop")
-        rejects(Fixtures.bundleWith("models[0].input.shape", JSONArray(listOf(1, 3, 2, 2.5))), "models[0].input.shape[3]")
+        rejects(
+            Fixtures.bundleWith("models[0].input.shape", JSONArray(listOf(1, 3, 2, 2.5))),
+            "models[0].input.shape[3]",
+        )
         rejects(Fixtures.bundleWith("classes", JSONArray(listOf("a", 1, "c"))), "classes[1]")
     }
 

@@ -26,7 +26,11 @@ class GoldenCasesTest {
                 bundle.models.map { model ->
                     DynamicTest.dynamicTest("${case.id} ${model.key}: input tensor") {
                         val exp = case.expected[model.key] ?: fail("${case.id} has no expected entry for ${model.key}")
-                        val file = File(golden.dir, exp.inputFile ?: fail("${case.id}.expected.${model.key}.input missing"))
+                        val file =
+                            File(
+                                golden.dir,
+                                exp.inputFile ?: fail("${case.id}.expected.${model.key}.input missing"),
+                            )
                         val want = ModelTensor.fromLittleEndian(model.input, file.readBytes())
                         val got = pre.run(case.frame(golden.dir), model.input)
                         assertTensorsMatch(want, got, "${case.id} ${model.key}")
@@ -47,7 +51,11 @@ class GoldenCasesTest {
                     val want = exp.topK ?: fail("${case.id}.expected.${model.key}.top_k missing")
                     val got = Postprocess.topK(z, golden.topK)
                     assertEquals(want.map { it.index }, got.map { it.index }, "top-k classes")
-                    for ((w, g) in want.zip(got)) assertEquals(w.probability, g.probability, 1e-6, "p of class ${w.index}")
+                    for ((w, g) in want.zip(
+                        got,
+                    )) {
+                        assertEquals(w.probability, g.probability, 1e-6, "p of class ${w.index}")
+                    }
                 }
             }
         }

@@ -21,10 +21,26 @@ class GoldenRunnerTest {
         val frame = Fixtures.numberedFrame(3, 2, 90, PixelFormat.BGRA_8888, padding = 5)
         File(cases, "c0.raw").writeBytes(frame.data)
         val case =
-            JSONObject().put("id", "c0").put("buffer", "c0.raw").put("width", 3).put("height", 2).put("row_stride", 17)
-                .put("pixel_format", "BGRA_8888").put("rotation", 90).put("source", "numbered")
+            JSONObject()
+                .put("id", "c0")
+                .put("buffer", "c0.raw")
+                .put("width", 3)
+                .put("height", 2)
+                .put("row_stride", 17)
+                .put("pixel_format", "BGRA_8888")
+                .put("rotation", 90)
+                .put("source", "numbered")
         if (expected != null) case.put("expected", expected)
-        File(cases, "cases.json").writeText(JSONObject().put("version", 1).put("top_k", 2).put("cases", JSONArray().put(case)).toString())
+        File(
+            cases,
+            "cases.json",
+        ).writeText(
+            JSONObject()
+                .put("version", 1)
+                .put("top_k", 2)
+                .put("cases", JSONArray().put(case))
+                .toString(),
+        )
         return bundleDir to cases
     }
 
@@ -75,7 +91,10 @@ class GoldenRunnerTest {
 
     @Test
     fun rawOutputOfTheWrongLengthIsNamed() {
-        val (bundleDir, casesDir) = fixture(JSONObject().put("tflite_int8", JSONObject().put("raw_output", JSONArray(listOf(1, 2)))))
+        val (bundleDir, casesDir) =
+            fixture(
+                JSONObject().put("tflite_int8", JSONObject().put("raw_output", JSONArray(listOf(1, 2)))),
+            )
         val e = assertFailsWith<BundleFormatException> { GoldenRunner.run(bundleDir, casesDir, File(tmp, "r.json")) }
         assertEquals(true, e.key.endsWith("tflite_int8.raw_output"), e.key)
     }
@@ -92,9 +111,17 @@ class GoldenRunnerTest {
         for (i in 0 until results.length()) {
             val r = results.getJSONObject(i)
             val model = bundle.model(r.getString("model"))
-            val exp = golden.cases.first { it.id == r.getString("id") }.expected.getValue(model.key)
+            val exp =
+                golden.cases
+                    .first { it.id == r.getString("id") }
+                    .expected
+                    .getValue(model.key)
             val want = ModelTensor.fromLittleEndian(model.input, File(golden.dir, exp.inputFile!!).readBytes())
-            val got = ModelTensor.fromLittleEndian(model.input, File(out.parentFile, r.getString("input_file")).readBytes())
+            val got =
+                ModelTensor.fromLittleEndian(
+                    model.input,
+                    File(out.parentFile, r.getString("input_file")).readBytes(),
+                )
             GoldenCasesTest.assertTensorsMatch(want, got, "${r.getString("id")} ${model.key} (runner)")
             assertEquals(exp.topK!!.map { it.index }, topIndices(r), "${r.getString("id")} ${model.key} top-k")
         }

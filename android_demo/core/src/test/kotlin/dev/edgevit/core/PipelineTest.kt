@@ -11,8 +11,15 @@ class PipelineTest {
     /** Identity preprocessing: no resize (shorter side already 2), crop 2x2, x = pixel. */
     private fun identity(colorOrder: ColorOrder = ColorOrder.RGB) =
         PreprocessSpec(
-            colorOrder, 1.0, doubleArrayOf(0.0, 0.0, 0.0), doubleArrayOf(1.0, 1.0, 1.0), 2,
-            Interpolation.BILINEAR, true, 2, 2,
+            colorOrder,
+            1.0,
+            listOf(0.0, 0.0, 0.0),
+            listOf(1.0, 1.0, 1.0),
+            2,
+            Interpolation.BILINEAR,
+            true,
+            2,
+            2,
         )
 
     private fun tensorSpec(
@@ -77,7 +84,10 @@ class PipelineTest {
 
     @Test
     fun colorOrderBgrPutsBlueFirst() {
-        val t = Preprocessor(identity(ColorOrder.BGR)).run(Fixtures.numberedFrame(2, 2), tensorSpec(DType.FLOAT32, Layout.NCHW))
+        val t =
+            Preprocessor(
+                identity(ColorOrder.BGR),
+            ).run(Fixtures.numberedFrame(2, 2), tensorSpec(DType.FLOAT32, Layout.NCHW))
         val want = listOf(200, 201, 210, 211, 100, 101, 110, 111, 0, 1, 10, 11).map(Int::toFloat)
         assertEquals(want, t.floats!!.toList())
     }
@@ -86,8 +96,15 @@ class PipelineTest {
     fun normalisesWithMeanAndStdPerChannel() {
         val spec =
             PreprocessSpec(
-                ColorOrder.RGB, 255.0, doubleArrayOf(0.5, 0.25, 0.0), doubleArrayOf(0.5, 0.25, 2.0), 2,
-                Interpolation.BILINEAR, true, 2, 2,
+                ColorOrder.RGB,
+                255.0,
+                listOf(0.5, 0.25, 0.0),
+                listOf(0.5, 0.25, 2.0),
+                2,
+                Interpolation.BILINEAR,
+                true,
+                2,
+                2,
             )
         val t = Preprocessor(spec).run(Fixtures.numberedFrame(2, 2), tensorSpec(DType.FLOAT32, Layout.NHWC))
         // pixel (1, 1): R 11, G 111, B 211
@@ -99,7 +116,9 @@ class PipelineTest {
     fun int8InputAddsTheZeroPoint() {
         // x = pixel; q = round_half_away(x / 2) - 100
         val t =
-            Preprocessor(identity()).run(Fixtures.numberedFrame(2, 2), tensorSpec(DType.INT8, Layout.NCHW, Quant(2.0, -100)))
+            Preprocessor(
+                identity(),
+            ).run(Fixtures.numberedFrame(2, 2), tensorSpec(DType.INT8, Layout.NCHW, Quant(2.0, -100)))
         val want = listOf(-100, -99, -95, -94, -50, -49, -45, -44, 0, 1, 5, 6)
         assertEquals(want, t.bytes!!.map(Byte::toInt))
     }
@@ -107,7 +126,9 @@ class PipelineTest {
     @Test
     fun uint8InputAddsTheZeroPointAndClamps() {
         val t =
-            Preprocessor(identity()).run(Fixtures.numberedFrame(2, 2), tensorSpec(DType.UINT8, Layout.NHWC, Quant(1.0, 50)))
+            Preprocessor(
+                identity(),
+            ).run(Fixtures.numberedFrame(2, 2), tensorSpec(DType.UINT8, Layout.NHWC, Quant(1.0, 50)))
         // x + 50, clamped to 255: R 0, 1, 10, 11 -> 50, 51, 60, 61; G 100.. -> 150..; B 200.. -> 250, 251, 255, 255
         val want = listOf(50, 150, 250, 51, 151, 251, 60, 160, 255, 61, 161, 255)
         assertEquals(want, t.bytes!!.map { it.toInt() and 0xFF })
@@ -192,8 +213,15 @@ class PipelineTest {
         }
         val spec =
             PreprocessSpec(
-                ColorOrder.RGB, 255.0, doubleArrayOf(0.0, 0.0, 0.0), doubleArrayOf(1.0, 1.0, 1.0), 4,
-                Interpolation.BICUBIC, true, 3, 4,
+                ColorOrder.RGB,
+                255.0,
+                listOf(0.0, 0.0, 0.0),
+                listOf(1.0, 1.0, 1.0),
+                4,
+                Interpolation.BICUBIC,
+                true,
+                3,
+                4,
             )
         val input = TensorSpec("image", DType.FLOAT32, listOf(1, 3, 3, 4), Layout.NCHW, null)
         val t = Preprocessor(spec).run(Frame(data, 7, 5, 28, PixelFormat.RGBA_8888, 90), input)

@@ -41,7 +41,9 @@ class PostprocessTest {
     @Test
     fun outputOfTheWrongSizeIsRejected() {
         val spec = TensorSpec("logits", DType.FLOAT32, listOf(1, 3), null, null)
-        assertFailsWith<IllegalArgumentException> { Postprocess.logits(ModelTensor.float32(listOf(1, 2), floatArrayOf(0f, 1f)), spec) }
+        assertFailsWith<IllegalArgumentException> {
+            Postprocess.logits(ModelTensor.float32(listOf(1, 2), floatArrayOf(0f, 1f)), spec)
+        }
     }
 
     @Test
