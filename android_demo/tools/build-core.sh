@@ -27,7 +27,7 @@ compile() {  # compile NAME CLASSPATH SRC_DIR [extra kotlinc args]: prints the c
   local jar="$OUT/$name-$(hash_of "$src" "$@" "$cp").jar"
   if [ ! -f "$jar" ]; then
     echo "android core: compiling $src with kotlinc $KOTLIN_VERSION" >&2
-    local tmp="$jar.tmp.$$"
+    local tmp="${jar%.jar}.tmp$$.jar"  # kotlinc writes a jar only when -d ends in .jar
     if ! JAVA_OPTS="${JAVA_OPTS:--Xmx1g}" "$KOTLINC" "${FLAGS[@]}" -cp "$cp" "$@" "$src" -d "$tmp" >"$tmp.log" 2>&1; then
       cat "$tmp.log" >&2; rm -f "$tmp" "$tmp.log"
       echo "android core: ERROR: kotlinc failed on $src" >&2; exit 1

@@ -199,16 +199,8 @@ class Preprocessor(
                     var acc = 0.0
                     for (k in w.indices) {
                         val j = co.lo[i] + k
-                        val v =
-                            if (horizontal) {
-                                img.px[3 * (r * img.width + j) + ch]
-                            } else {
-                                img.px[
-                                    3 * (j * img.width + c) +
-                                        ch,
-                                ]
-                            }
-                        acc += w[k] * v
+                        val at = if (horizontal) r * img.width + j else j * img.width + c // input pixel
+                        acc += w[k] * img.px[3 * at + ch]
                     }
                     out.px[3 * (r * out.width + c) + ch] = acc
                 }
