@@ -10,7 +10,8 @@
 set -euo pipefail
 what="${1:-main}"
 here="$(cd "$(dirname "$0")/.." && pwd)"  # android_demo/
-eval "$("$here/tools/install-toolchain.sh" --env)"
+# check.sh has located the toolchain already when it calls this (EDGEVIT_ANDROID_TOOLCHAIN set)
+[ -n "${EDGEVIT_ANDROID_TOOLCHAIN:-}" ] || eval "$("$here/tools/install-toolchain.sh" --env)"
 
 FLAGS=(-language-version 2.3 -api-version 2.3 -jvm-target 17)
 OUT="${EDGEVIT_CACHE:-$HOME/.cache/edgevit}/build/android-core"

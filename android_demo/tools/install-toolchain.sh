@@ -77,8 +77,12 @@ deb_version() {  # the candidate version apt would install, or empty
   apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *//p' | grep -v '(none)' | head -1
 }
 deb_part() {  # deb_part PKG: unpack the Debian package PKG into $CACHE/debian-PKG-VERSION once; prints that folder
+  # (a version unpacked before is reused without asking apt; delete the folder to take a newer one)
   local pkg="$1" ver dest tmp
   have apt-cache && have apt-get && have dpkg-deb || die "missing apt-get/dpkg-deb (a Debian or Ubuntu system) for $pkg"
+  local done_dir
+  done_dir="$(ls -d "$CACHE/debian-$pkg-"*/.complete 2>/dev/null | sort -V | tail -1)"
+  if [ -n "$done_dir" ]; then dirname "$done_dir"; return 0; fi  # installed before: no apt look-up needed
   ver="$(deb_version "$pkg")"
   if [ -z "$ver" ] && is_root; then apt-get update -q >/dev/null 2>&1 || true; ver="$(deb_version "$pkg")"; fi
   [ -n "$ver" ] || die "Debian package $pkg not found in the apt lists (run 'apt-get update' as root and rerun)"
@@ -103,7 +107,8 @@ ANDROID_JSON_JAR="$(ls "$JSON_DIR"/usr/share/java/com.android.json-*.jar 2>/dev/
 [ -n "$ANDROID_JSON_JAR" ] && [ -f "$ANDROID_JSON_JAR" ] || die "libandroid-json-java has no com.android.json jar"
 
 if [ "${1:-}" = "--env" ]; then
-  q() { printf "%s=%q\n" "$1" "$2"; }
+  q() { printf "export %s=%q\n" "$1" "$2"; }
+  q EDGEVIT_ANDROID_TOOLCHAIN "$CACHE"
   q KOTLIN_VERSION "$KOTLIN_VERSION"
   q KOTLIN_HOME "$KOTLIN_HOME"
   q KOTLINC "$KOTLIN_HOME/bin/kotlinc"
