@@ -29,7 +29,8 @@ fi
 [ -n "$PY" ] || die "no python for the tree-sitter parse of the app sources (set PYTHON=...)"
 
 step "toolchain"
-eval "$("$here/tools/install-toolchain.sh" --env)"
+toolchain="$("$here/tools/install-toolchain.sh" --env)" || die "the Android core toolchain could not be installed (see above)"
+eval "$toolchain"
 
 step "compiling core and its tests (kotlinc $KOTLIN_VERSION, cached)"
 cp="$("$here/tools/build-core.sh" test)"

