@@ -251,7 +251,8 @@ public struct BundleSpec: Decodable, Equatable, Sendable {
     if pre.resizeShorter < 1 { throw fail("preprocess.resize_shorter", "must be >= 1, got \(pre.resizeShorter)") }
     if pre.crop.count != 2 || pre.crop.contains(where: { $0 < 1 || $0 > pre.resizeShorter }) {
       throw fail(
-        "preprocess.crop", "must be [height, width], each in 1...resize_shorter (\(pre.resizeShorter)), got \(pre.crop)")
+        "preprocess.crop", "must be [height, width], each in 1...resize_shorter (\(pre.resizeShorter)), got \(pre.crop)"
+      )
     }
     if models.isEmpty { throw fail("models", "empty: the bundle ships no model") }
     var seen = Set<String>()

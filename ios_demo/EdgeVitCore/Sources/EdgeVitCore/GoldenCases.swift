@@ -102,7 +102,8 @@ public struct GoldenCases: Sendable {
     }
     guard supportedVersions.contains(version) else {
       throw BundleError(
-        file: file, keyPath: "version", message: "unknown version \(version) (this reader knows \(supportedVersions.sorted()))")
+        file: file, keyPath: "version",
+        message: "unknown version \(version) (this reader knows \(supportedVersions.sorted()))")
     }
     let doc = try decodeJSON(Document.self, from: data, file: file)
     var ids = Set<String>()

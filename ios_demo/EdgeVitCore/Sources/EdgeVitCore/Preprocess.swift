@@ -60,7 +60,8 @@ public struct PixelLayout: Equatable, Sendable {
     }
     guard byteCount >= minimumByteCount else {
       throw PreprocessError(
-        "pixel buffer has \(byteCount) bytes, \(width)x\(height) with row stride \(rowStride) needs \(minimumByteCount)")
+        "pixel buffer has \(byteCount) bytes, \(width)x\(height) with row stride \(rowStride) needs \(minimumByteCount)"
+      )
     }
   }
 }

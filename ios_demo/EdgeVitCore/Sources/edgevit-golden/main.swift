@@ -25,7 +25,8 @@ while let flag = args.popFirst() {
   options[flag] = value
 }
 guard let bundle = options["--bundle"], let cases = options["--cases"], let out = options["--out"] else {
-  fail("missing \(["--bundle", "--cases", "--out"].filter { options[$0] == nil }.joined(separator: ", ")); \(usage)",
+  fail(
+    "missing \(["--bundle", "--cases", "--out"].filter { options[$0] == nil }.joined(separator: ", ")); \(usage)",
     status: 2)
 }
 

@@ -96,7 +96,8 @@ final class BundleParsingTests: XCTestCase {
   }
 
   func testBadPreprocessValuesAreNamed() {
-    XCTAssertEqual(parseError(setting(exampleBundleJSON(), "preprocess.std", to: [0.5, 0, 0.5]))?.keyPath,
+    XCTAssertEqual(
+      parseError(setting(exampleBundleJSON(), "preprocess.std", to: [0.5, 0, 0.5]))?.keyPath,
       "preprocess.std[1]")
     XCTAssertEqual(parseError(setting(exampleBundleJSON(), "preprocess.mean", to: [0.5]))?.keyPath, "preprocess.mean")
     XCTAssertEqual(
@@ -149,7 +150,8 @@ final class BundleParsingTests: XCTestCase {
   func testCasesParseAndMalformedCasesAreNamed() throws {
     XCTAssertNil(try casesError(exampleCases))
     XCTAssertEqual(try casesError(setting(exampleCases, "cases[0].rotation", to: 45))?.keyPath, "cases[0].rotation")
-    XCTAssertEqual(try casesError(setting(exampleCases, "cases[0].row_stride", to: 100))?.keyPath, "cases[0].row_stride")
+    XCTAssertEqual(
+      try casesError(setting(exampleCases, "cases[0].row_stride", to: 100))?.keyPath, "cases[0].row_stride")
     XCTAssertEqual(
       try casesError(setting(exampleCases, "cases[0].pixel_format", to: "ARGB_8888"))?.keyPath, "cases[0].pixel_format")
     XCTAssertEqual(try casesError(setting(exampleCases, "cases[0].width", to: nil))?.keyPath, "cases[0].width")

@@ -17,7 +17,8 @@ final class GoldenCaseTests: XCTestCase {
     }
     let dir = URL(fileURLWithPath: path)
     let bundle = try BundleSpec.load(directory: dir)
-    let casesDir = ProcessInfo.processInfo.environment["EDGEVIT_CASES"].map { URL(fileURLWithPath: $0) }
+    let casesDir =
+      ProcessInfo.processInfo.environment["EDGEVIT_CASES"].map { URL(fileURLWithPath: $0) }
       ?? dir.appendingPathComponent("golden")
     let cases = try GoldenCases.load(directory: casesDir)
     XCTAssertFalse(cases.cases.isEmpty, "\(casesDir.path)/cases.json has no cases")
@@ -61,7 +62,9 @@ final class GoldenCaseTests: XCTestCase {
       }
     }
     XCTAssertGreaterThan(compared, 0, "the golden cases give no expected input tensor")
-    XCTAssertTrue(failed.isEmpty, "\(failed.count) of \(compared) golden inputs differ:\n" + failed.prefix(10).joined(separator: "\n"))
+    XCTAssertTrue(
+      failed.isEmpty,
+      "\(failed.count) of \(compared) golden inputs differ:\n" + failed.prefix(10).joined(separator: "\n"))
   }
 
   func testEveryModelHasGoldenInputs() throws {

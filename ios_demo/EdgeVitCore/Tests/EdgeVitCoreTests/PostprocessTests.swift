@@ -70,3 +70,22 @@ final class PostprocessTests: XCTestCase {
     XCTAssertEqual(classifier.label(result.predictions[0]), "2")
   }
 }
+
+/// What the app derives a buffer's rotation from: photo EXIF orientation and the camera's rotation angle.
+final class OrientationTests: XCTestCase {
+  func testEXIFOrientationToClockwiseRotation() {
+    XCTAssertEqual(Orientation.rotation(exifOrientation: 1), 0)
+    XCTAssertEqual(Orientation.rotation(exifOrientation: 6), 90)  // a portrait iPhone photo: stored landscape
+    XCTAssertEqual(Orientation.rotation(exifOrientation: 3), 180)
+    XCTAssertEqual(Orientation.rotation(exifOrientation: 8), 270)
+    XCTAssertNil(Orientation.rotation(exifOrientation: 5))  // mirrored: drawn upright by the app instead
+  }
+
+  func testCameraAngleSnapsToQuarterTurns() {
+    XCTAssertEqual(Orientation.rotation(degrees: 90), 90)  // back camera, phone held upright
+    XCTAssertEqual(Orientation.rotation(degrees: 0), 0)
+    XCTAssertEqual(Orientation.rotation(degrees: 269.6), 270)
+    XCTAssertEqual(Orientation.rotation(degrees: 360), 0)
+    XCTAssertEqual(Orientation.rotation(degrees: -90), 270)
+  }
+}

@@ -25,7 +25,8 @@ final class PreprocessTests: XCTestCase {
 
   func testRGBAFrameReadsRedFromByteZero() throws {
     let buf = makeBuffer(width: 2, height: 1, format: .rgba8888) { _, col in col == 0 ? (200, 10, 30) : (1, 2, 3) }
-    let t = try run(identity(height: 1, width: 2), buf, width: 2, height: 1, format: .rgba8888,
+    let t = try run(
+      identity(height: 1, width: 2), buf, width: 2, height: 1, format: .rgba8888,
       input: floatInput(.nhwc, height: 1, width: 2))
     XCTAssertEqual(t.doubles, [200, 10, 30, 1, 2, 3])
   }
@@ -34,14 +35,16 @@ final class PreprocessTests: XCTestCase {
     // iOS camera frames are BGRA: byte 0 is blue. Reading them as RGBA swaps red and blue.
     let buf = makeBuffer(width: 2, height: 1, format: .bgra8888) { _, col in col == 0 ? (200, 10, 30) : (1, 2, 3) }
     XCTAssertEqual(Array(buf.bytes[0..<4]), [30, 10, 200, 0x7F])
-    let t = try run(identity(height: 1, width: 2), buf, width: 2, height: 1, format: .bgra8888,
+    let t = try run(
+      identity(height: 1, width: 2), buf, width: 2, height: 1, format: .bgra8888,
       input: floatInput(.nhwc, height: 1, width: 2))
     XCTAssertEqual(t.doubles, [200, 10, 30, 1, 2, 3])
   }
 
   func testBGRColorOrderFeedsBlueFirst() throws {
     let buf = makeBuffer(width: 1, height: 1, format: .rgba8888) { _, _ in (200, 10, 30) }
-    let t = try run(identity(height: 1, width: 1, colorOrder: .bgr), buf, width: 1, height: 1, format: .rgba8888,
+    let t = try run(
+      identity(height: 1, width: 1, colorOrder: .bgr), buf, width: 1, height: 1, format: .rgba8888,
       input: floatInput(.nchw, height: 1, width: 1))
     XCTAssertEqual(t.doubles, [30, 10, 200])
   }
@@ -57,7 +60,8 @@ final class PreprocessTests: XCTestCase {
 
   private func reds(rotation: Int) throws -> [Double] {
     let upright = rotation == 90 || rotation == 270 ? (3, 2) : (2, 3)
-    let t = try run(identity(height: upright.0, width: upright.1), numbered(), width: 3, height: 2,
+    let t = try run(
+      identity(height: upright.0, width: upright.1), numbered(), width: 3, height: 2,
       format: .rgba8888, rotation: rotation, input: floatInput(.nchw, height: upright.0, width: upright.1))
     return Array(t.doubles.prefix(upright.0 * upright.1))  // the red plane, row-major
   }
@@ -89,7 +93,8 @@ final class PreprocessTests: XCTestCase {
 
   func testNHWCModelGetsInterleavedPixels() throws {
     let buf = makeBuffer(width: 2, height: 1, format: .rgba8888) { _, col in col == 0 ? (1, 2, 3) : (4, 5, 6) }
-    let t = try run(identity(height: 1, width: 2), buf, width: 2, height: 1, format: .rgba8888,
+    let t = try run(
+      identity(height: 1, width: 2), buf, width: 2, height: 1, format: .rgba8888,
       input: floatInput(.nhwc, height: 1, width: 2))
     XCTAssertEqual(t.shape, [1, 1, 2, 3])
     XCTAssertEqual(t.doubles, [1, 2, 3, 4, 5, 6])
@@ -97,7 +102,8 @@ final class PreprocessTests: XCTestCase {
 
   func testNCHWModelGetsChannelPlanes() throws {
     let buf = makeBuffer(width: 2, height: 1, format: .rgba8888) { _, col in col == 0 ? (1, 2, 3) : (4, 5, 6) }
-    let t = try run(identity(height: 1, width: 2), buf, width: 2, height: 1, format: .rgba8888,
+    let t = try run(
+      identity(height: 1, width: 2), buf, width: 2, height: 1, format: .rgba8888,
       input: floatInput(.nchw, height: 1, width: 2))
     XCTAssertEqual(t.shape, [1, 3, 1, 2])
     XCTAssertEqual(t.doubles, [1, 4, 2, 5, 3, 6])
@@ -138,7 +144,8 @@ final class PreprocessTests: XCTestCase {
     // bundle.md's rule is sign(t) * floor(|t| + 0.5): for the largest double below 0.5 the sum rounds up to 1.0,
     // so it gives 1 where t.rounded() gives 0. The NumPy reference and the Kotlin core do the former.
     let justBelowHalf = 0.5.nextDown
-    XCTAssertEqual(Preprocessor.quantize([justBelowHalf, -justBelowHalf], Quant(scale: 1, zeroPoint: 0), .int8), [1, -1])
+    XCTAssertEqual(
+      Preprocessor.quantize([justBelowHalf, -justBelowHalf], Quant(scale: 1, zeroPoint: 0), .int8), [1, -1])
   }
 
   // MARK: resize and crop
@@ -226,14 +233,18 @@ final class PreprocessTests: XCTestCase {
         return "accepted"
       } catch { return "\(error)" }
     }
-    XCTAssertTrue(message(PixelLayout(width: 3, height: 2, rowStride: 12, format: .rgba8888, rotation: 45))
-      .contains("rotation 45"))
-    XCTAssertTrue(message(PixelLayout(width: 3, height: 2, rowStride: 8, format: .rgba8888, rotation: 0))
-      .contains("row stride 8"))
-    XCTAssertTrue(message(PixelLayout(width: 3, height: 3, rowStride: 12, format: .rgba8888, rotation: 0))
-      .contains("has 24 bytes"))
-    XCTAssertTrue(message(PixelLayout(width: 3, height: 2, rowStride: 12, format: .rgba8888, rotation: 90))
-      .contains("larger than the resized image"))
+    XCTAssertTrue(
+      message(PixelLayout(width: 3, height: 2, rowStride: 12, format: .rgba8888, rotation: 45))
+        .contains("rotation 45"))
+    XCTAssertTrue(
+      message(PixelLayout(width: 3, height: 2, rowStride: 8, format: .rgba8888, rotation: 0))
+        .contains("row stride 8"))
+    XCTAssertTrue(
+      message(PixelLayout(width: 3, height: 3, rowStride: 12, format: .rgba8888, rotation: 0))
+        .contains("has 24 bytes"))
+    XCTAssertTrue(
+      message(PixelLayout(width: 3, height: 2, rowStride: 12, format: .rgba8888, rotation: 90))
+        .contains("larger than the resized image"))
   }
 
   func testLittleEndianRoundTrip() throws {

@@ -43,7 +43,10 @@ func jsonData(_ tree: Any) -> Data {
 
 /// Sets (or, with `nil`, removes) the value at a key path like `models[1].input.layout` in a JSON tree.
 func setting(_ tree: [String: Any], _ path: String, to value: Any?) -> [String: Any] {
-  enum Step { case key(String), index(Int) }
+  enum Step {
+    case key(String)
+    case index(Int)
+  }
   var steps: [Step] = []
   for part in path.split(separator: ".") {
     var name = Substring(part)
