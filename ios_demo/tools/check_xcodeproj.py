@@ -174,6 +174,17 @@ def check(project_path: Path, executorch_version: str | None) -> tuple[list[str]
                     "(or run ios_demo/tools/gen_xcodeproj.py)"
                 )
 
+    scheme = project_path.parent / "xcshareddata" / "xcschemes" / "EdgeVitDemo.xcscheme"
+    try:
+        blueprints = set(re.findall(r'BlueprintIdentifier = "([0-9A-F]+)"', scheme.read_text()))
+    except OSError:
+        blueprints = set()
+    wanted = {t_id for t_id in project["targets"]}
+    if wanted and wanted <= blueprints:
+        passed.append("the shared EdgeVitDemo scheme builds the app and tests EdgeVitDemoTests")
+    else:
+        failed.append(f"{scheme.name} is missing or does not name both targets of project.pbxproj")
+
     packages = {p: objects[p] for p in project.get("packageReferences", [])}
     app = targets.get("EdgeVitDemo", {})
     products = {objects[d]["productName"]: objects[d].get("package") for d in app.get("packageProductDependencies", [])}

@@ -384,16 +384,74 @@ def project(executorch_version: str) -> str:
     return "\n".join(out)
 
 
+SCHEME = IOS / "EdgeVitDemo.xcodeproj" / "xcshareddata" / "xcschemes" / "EdgeVitDemo.xcscheme"
+
+
+def scheme() -> str:
+    """The shared EdgeVitDemo scheme: builds and runs the app, tests EdgeVitDemoTests (so `xcodebuild test
+    -scheme EdgeVitDemo` works on a fresh clone, before Xcode has created any user scheme)."""
+
+    def ref(target: str, product: str) -> str:
+        return (
+            f'<BuildableReference BuildableIdentifier = "primary" BlueprintIdentifier = "{oid(target)}" '
+            f'BuildableName = "{product}" BlueprintName = "{product.split(".")[0]}" '
+            'ReferencedContainer = "container:EdgeVitDemo.xcodeproj"></BuildableReference>'
+        )
+
+    app = ref("target:app", "EdgeVitDemo.app")
+    tests = ref("target:tests", "EdgeVitDemoTests.xctest")
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Scheme LastUpgradeVersion = "1600" version = "1.7">
+   <BuildAction parallelizeBuildables = "YES" buildImplicitDependencies = "YES">
+      <BuildActionEntries>
+         <BuildActionEntry buildForTesting = "YES" buildForRunning = "YES" buildForProfiling = "YES"
+            buildForArchiving = "YES" buildForAnalyzing = "YES">
+            {app}
+         </BuildActionEntry>
+      </BuildActionEntries>
+   </BuildAction>
+   <TestAction buildConfiguration = "Debug" selectedDebuggerIdentifier = "Xcode.DebuggerFoundation.Debugger.LLDB"
+      selectedLauncherIdentifier = "Xcode.DebuggerFoundation.Launcher.LLDB" shouldUseLaunchSchemeArgsEnv = "YES">
+      <Testables>
+         <TestableReference skipped = "NO">
+            {tests}
+         </TestableReference>
+      </Testables>
+   </TestAction>
+   <LaunchAction buildConfiguration = "Debug" selectedDebuggerIdentifier = "Xcode.DebuggerFoundation.Debugger.LLDB"
+      selectedLauncherIdentifier = "Xcode.DebuggerFoundation.Launcher.LLDB" launchStyle = "0"
+      useCustomWorkingDirectory = "NO" ignoresPersistentStateOnLaunch = "NO" debugDocumentVersioning = "YES"
+      debugServiceExtension = "internal" allowLocationSimulation = "YES">
+      <BuildableProductRunnable runnableDebuggingMode = "0">
+         {app}
+      </BuildableProductRunnable>
+   </LaunchAction>
+   <ProfileAction buildConfiguration = "Release" shouldUseLaunchSchemeArgsEnv = "YES" savedToolIdentifier = ""
+      useCustomWorkingDirectory = "NO" debugDocumentVersioning = "YES">
+      <BuildableProductRunnable runnableDebuggingMode = "0">
+         {app}
+      </BuildableProductRunnable>
+   </ProfileAction>
+   <AnalyzeAction buildConfiguration = "Debug"></AnalyzeAction>
+   <ArchiveAction buildConfiguration = "Release" revealArchiveInOrganizer = "YES"></ArchiveAction>
+</Scheme>
+"""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--executorch-version", default=EXECUTORCH_VERSION)
     args = parser.parse_args()
-    text = project(args.executorch_version)
-    PBXPROJ.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=PBXPROJ.parent, prefix=".project.pbxproj.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, PBXPROJ)
+    write_atomic(PBXPROJ, project(args.executorch_version))
+    write_atomic(SCHEME, scheme())
     print(f"wrote {PBXPROJ.relative_to(IOS.parent)}: {len(sources(APP))} app and {len(sources(TESTS))} test sources")
 
 
