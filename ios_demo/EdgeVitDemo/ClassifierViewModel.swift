@@ -93,9 +93,9 @@ final class ClassifierViewModel: ObservableObject {
 
   private func show(_ result: Result<(Classification, Classifier)?, Error>) {
     switch result {
-    case .success(nil):
+    case .success(.none):
       return  // no engine yet, or busy with the previous frame
-    case .success(let value?):
+    case .success(.some(let value)):
       let (classification, classifier) = value
       latencies.add(classification.inferenceSeconds)
       medianMilliseconds = latencies.median.map { $0 * 1000 }

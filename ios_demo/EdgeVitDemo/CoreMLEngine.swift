@@ -83,8 +83,12 @@ final class CoreMLEngine: Engine {
       let pointer = array.dataPointer.bindMemory(to: Float.self, capacity: values.count)
       values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     case .float16:
-      let pointer = array.dataPointer.bindMemory(to: Float16.self, capacity: values.count)
-      for i in 0..<values.count { pointer[i] = Float16(values[i]) }
+      #if arch(arm64)
+        let pointer = array.dataPointer.bindMemory(to: Float16.self, capacity: values.count)
+        for i in 0..<values.count { pointer[i] = Float16(values[i]) }
+      #else  // Float16 is unavailable on x86_64 simulators: let Core ML convert
+        for i in 0..<values.count { array[i] = NSNumber(value: values[i]) }
+      #endif
     case .double:
       let pointer = array.dataPointer.bindMemory(to: Double.self, capacity: values.count)
       for i in 0..<values.count { pointer[i] = Double(values[i]) }
@@ -107,7 +111,12 @@ final class CoreMLEngine: Engine {
         rest /= shape[axis]
       }
       switch array.dataType {
-      case .float16: out[flat] = Float(array.dataPointer.assumingMemoryBound(to: Float16.self)[offset])
+      case .float16:
+        #if arch(arm64)
+          out[flat] = Float(array.dataPointer.assumingMemoryBound(to: Float16.self)[offset])
+        #else
+          out[flat] = array[flat].floatValue
+        #endif
       case .double: out[flat] = Float(array.dataPointer.assumingMemoryBound(to: Double.self)[offset])
       case .int32: out[flat] = Float(array.dataPointer.assumingMemoryBound(to: Int32.self)[offset])
       default: out[flat] = array.dataPointer.assumingMemoryBound(to: Float.self)[offset]

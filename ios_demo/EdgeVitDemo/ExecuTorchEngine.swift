@@ -24,7 +24,7 @@ final class ExecuTorchEngine: Engine {
     case .int8(let values, let shape): value = Value(Tensor<Int8>(values, shape: shape))
     case .uint8(let values, let shape): value = Value(Tensor<UInt8>(values, shape: shape))
     }
-    let outputs = try module.forward([value])
+    let outputs: [Value] = try module.forward([value])
     guard let tensor = outputs.first?.anyTensor else {
       throw PreprocessError("\(model.file): forward returned no tensor")
     }
