@@ -5,6 +5,9 @@ IOS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EDGEVIT_CACHE="${EDGEVIT_CACHE:-$HOME/.cache/edgevit}"
 SWIFT_SCRATCH="$EDGEVIT_CACHE/swift-build/$(printf '%s' "$IOS_DIR" | sha1sum | cut -c1-12)"
 mkdir -p "$SWIFT_SCRATCH"
+touch "$SWIFT_SCRATCH"
+# Build folders of checkouts unused for two weeks (old CI clones) are removed.
+find "$EDGEVIT_CACHE/swift-build" -mindepth 1 -maxdepth 1 -type d -mtime +14 -exec rm -rf {} + 2>/dev/null || true
 
 # swift_in_root [--bind H:R[:ro]]... -- 'command': the command in the Swift root with ios_demo at /edgevit/ios_demo
 # and the scratch folder at /edgevit/build.

@@ -104,6 +104,25 @@ final class BundleParsingTests: XCTestCase {
       parseError(setting(exampleBundleJSON(), "models[1].key", to: "executorch_fp32"))?.keyPath, "models[1].key")
   }
 
+  func testReaderChecksOfBundleMdAreNamed() {
+    let tree = exampleBundleJSON()
+    XCTAssertEqual(parseError(setting(tree, "models[0].key", to: "fp32 model"))?.keyPath, "models[0].key")
+    XCTAssertEqual(parseError(setting(tree, "models[0].file", to: "../../etc/passwd"))?.keyPath, "models[0].file")
+    XCTAssertEqual(parseError(setting(tree, "models[0].file", to: "/abs/model.pte"))?.keyPath, "models[0].file")
+    XCTAssertEqual(
+      parseError(setting(tree, "models[0].input.quant", to: ["scale": 0.1, "zero_point": 0]))?.keyPath,
+      "models[0].input.quant")  // quant on a float tensor
+    XCTAssertEqual(parseError(setting(tree, "preprocess.crop", to: [40, 32]))?.keyPath, "preprocess.crop")
+    XCTAssertEqual(parseError(setting(tree, "models[1].precision", to: "int4"))?.keyPath, "models[1].precision")
+    XCTAssertEqual(parseError(setting(tree, "models[0].output.shape", to: [10]))?.keyPath, "models[0].output.shape")
+  }
+
+  func testUnknownOptionalKeysAreIgnored() throws {
+    var tree = setting(exampleBundleJSON(), "created_by", to: ["edgevit": "0.1.0"])
+    tree = setting(tree, "preprocess.source", to: "timm")
+    XCTAssertEqual(try BundleSpec.parse(jsonData(tree)).models.count, 2)
+  }
+
   func testNotJSONFailsWithOneLine() {
     XCTAssertThrowsError(try BundleSpec.parse(Data("{not json".utf8))) { error in
       XCTAssertTrue("\(error)".hasPrefix("bundle.json: not valid JSON"), "\(error)")
