@@ -234,7 +234,7 @@ def _accumulate_gradients(model: nn.Module, data: Dataset, batches: int, batch_s
 
 def _macs(model: nn.Module, example: torch.Tensor) -> int:
     """MACs of one forward at ``example``'s shape (edgevit.profile's convention: matmuls and convs)."""
-    from torch.utils.flop_counter import FlopCounterMode  # lazy: it imports triton, slowing `import edgevit`
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415 -- imports triton: seconds at start-up
 
     meta = copy.deepcopy(model).to("meta").eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -33,7 +33,7 @@ class DataSplits:
 
 def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices of a fixed stratified train/val split (the same for the same labels, fraction and seed)."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415 -- scikit-learn takes a second to import; only the digits data needs it
 
     if not 0.0 < val_fraction < 1.0:
         raise EdgeVitError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -48,7 +48,7 @@ def digits_images(img_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     The 8x8 images (ink 0..16) are scaled to [0, 1], bilinearly upsampled and repeated to 3 channels (an
     expanded view: clone an image before changing it in place).
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # noqa: PLC0415 -- scikit-learn takes a second to import; only the digits data needs it
 
     d = load_digits()
     x = torch.from_numpy(d.images).float().div_(16.0).unsqueeze(1)  # [N, 8, 8] -> [N, 1, 8, 8] in [0, 1]
@@ -149,8 +149,8 @@ def imagefolder(
         EdgeVitError: no such directory, no class folders or images, fewer than 2 classes, train/ and val/ with
             different classes, or unreadable images (with ``bad_images="fail"``).
     """
-    from timm.data import create_transform
-    from torchvision.datasets import ImageFolder
+    from timm.data import create_transform  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
+    from torchvision.datasets import ImageFolder  # noqa: PLC0415 -- seconds to import; needed only here
 
     root = Path(root)
     if not root.is_dir():

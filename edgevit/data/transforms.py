@@ -71,7 +71,7 @@ class AugConfig(BaseModel):
     def _check_rand_augment(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from timm.data import rand_augment_transform
+        from timm.data import rand_augment_transform  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
         try:  # timm parses with asserts; build once to learn whether the string is valid
             if not v.startswith("rand"):
@@ -142,7 +142,7 @@ class ToFloat:
     def __call__(self, img: Any) -> torch.Tensor:
         if isinstance(img, torch.Tensor):
             return img
-        from torchvision.transforms.v2 import functional as TF
+        from torchvision.transforms.v2 import functional as TF  # noqa: PLC0415 -- seconds to import; needed only here
 
         return TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
 
@@ -156,7 +156,7 @@ def three_augment(img_mean: Sequence[int] = (128, 128, 128)) -> Callable[[Any], 
     Solarize at magnitude 5 (threshold 128, PIL's default) and GaussianBlurRand (radius uniform in [0.1, 2.0]).
     Colour jitter and the flip are separate steps of :func:`build_train_transform`, as in DeiT III.
     """
-    from timm.data.auto_augment import auto_augment_transform
+    from timm.data.auto_augment import auto_augment_transform  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
     return auto_augment_transform("3a", {"img_mean": tuple(img_mean)})
 
@@ -178,7 +178,7 @@ def _pillow_safe(rand_augment: Any) -> Any:
     timm maps magnitudes near 10 (``PosterizeIncreasing``, e.g. ``rand-m9-mstd0.5-inc1`` when the magnitude
     noise reaches 10) and below 2.5 (``Posterize``) to 0 bits, which current Pillow rejects with ValueError.
     """
-    from timm.data import auto_augment
+    from timm.data import auto_augment  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
     for op in rand_augment.ops:
         if op.aug_fn is auto_augment.posterize:
@@ -202,10 +202,10 @@ def build_train_transform(
         float throughout unless RandAugment/3-Augment is on (those timm ops need PIL, so the image is rounded to
         uint8 first); with no augmentation a tensor input comes out exactly ``(x - mean) / std``.
     """
-    from timm.data import rand_augment_transform
-    from timm.data.random_erasing import RandomErasing
-    from timm.data.transforms import str_to_pil_interp
-    from torchvision.transforms import InterpolationMode, v2
+    from timm.data import rand_augment_transform  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
+    from timm.data.random_erasing import RandomErasing  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
+    from timm.data.transforms import str_to_pil_interp  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
+    from torchvision.transforms import InterpolationMode, v2  # noqa: PLC0415 -- seconds to import; needed only here
 
     interp = InterpolationMode.BICUBIC if cfg.interpolation == "bicubic" else InterpolationMode.BILINEAR
     tfl: list[Callable] = []
@@ -261,8 +261,8 @@ def build_mixup(cfg: AugConfig, num_classes: int, label_smoothing: float = 0.0):
 
 
 def _mixup_class():
-    from timm.data import Mixup
-    from timm.data.mixup import mixup_target
+    from timm.data import Mixup  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
+    from timm.data.mixup import mixup_target  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
     class EvenMixup(Mixup):
         """timm's Mixup; an odd batch mixes its first ``B - 1`` images and leaves the last one as it is."""
@@ -285,7 +285,7 @@ def build_criterion(mixup: Any | None, label_smoothing: float = 0.0) -> nn.Modul
     """
     if mixup is None:
         return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    from timm.loss import SoftTargetCrossEntropy
+    from timm.loss import SoftTargetCrossEntropy  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
     return SoftTargetCrossEntropy()
 

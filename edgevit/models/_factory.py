@@ -63,7 +63,7 @@ def create_model(name: str, *, weights: str | Path | None = None, **kwargs) -> n
 
 def _create_timm(name: str, **kwargs) -> nn.Module:
     """A timm model by name, random init (no download), with ``default_cfg`` matching ``img_size``."""
-    import timm  # heavy (it imports torchvision); only ``timm/<name>`` models need it, so it stays lazy
+    import timm  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)

@@ -132,7 +132,7 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_grid: int, num_prefix_tokens
     Raises:
         ValueError: the grid part of ``pos_embed`` is not square.
     """
-    from timm.layers import resample_abs_pos_embed
+    from timm.layers import resample_abs_pos_embed  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
     n = pos_embed.shape[1] - num_prefix_tokens
     old = round(n**0.5)

@@ -229,7 +229,7 @@ def _png(fig) -> str:
 
 def _latency_plot(doc: dict[str, Any]):
     """Horizontal bars: median latency per artifact (and the reference), p90 whiskers, ratio vs PyTorch."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 -- optional package (edgevit[report])
 
     ref_lat = _get(doc, "reference", "latency_ms") or {}
     rows = [("pytorch fp32 (reference)", ref_lat, REF_COLOR)] if ref_lat.get("median") else []
@@ -265,7 +265,7 @@ def _latency_plot(doc: dict[str, Any]):
 
 def _accuracy_size_plot(doc: dict[str, Any]):
     """Scatter: top-1 % vs artifact size; passing artifacts as green dots, failing ones as red crosses."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 -- optional package (edgevit[report])
 
     arts = doc.get("artifacts") or []
     pts = [(a, lab) for a, lab in zip(arts, _plot_labels(arts), strict=True) if a.get("top1") is not None]
@@ -293,7 +293,7 @@ def _accuracy_size_plot(doc: dict[str, Any]):
 
 def _explain_plot(a: dict[str, Any]):
     """Per-layer relative error vs PyTorch in network order, the tolerance, and the first divergent layer."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # noqa: PLC0415 -- optional package (edgevit[report])
 
     ex = a.get("explain") or {}
     layers = [layer for layer in ex.get("layers") or [] if layer.get("rel_err") is not None]
@@ -328,7 +328,7 @@ def _explain_plot(a: dict[str, Any]):
 def _plots(doc: dict[str, Any]) -> str:
     """The ``<figure>`` elements; a note instead when matplotlib is missing."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 -- optional package (edgevit[report])
     except ImportError:
         return '<p class="note" id="no-plots">Plots need matplotlib: <code>pip install \'edgevit[report]\'</code>.</p>'
     plots = [

@@ -118,7 +118,7 @@ def calibrate_pt2e(
     Raises:
         EdgeVitError: the quantizer annotated nothing (the model would silently stay float).
     """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
     if config is not None and config.keep_float:  # accuracy control: these modules stay float
         from edgevit.quantize.mixed import skip_modules
@@ -145,7 +145,7 @@ def _nncf_quantize(graph, quantizer, calib: torch.Tensor, config: PTQConfig, fol
     from edgevit._utils import require
 
     nncf = require("nncf", "nncf")
-    from nncf.experimental.torch.fx import quantize_pt2e
+    from nncf.experimental.torch.fx import quantize_pt2e  # noqa: PLC0415 -- optional package (edgevit[nncf])
 
     dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
     bias = {"fast": True, "full": False, "none": None}[config.bias_correction]

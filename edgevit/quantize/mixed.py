@@ -47,7 +47,7 @@ def skip_modules(inner, keep_float: list[str] | None = None, only: list[str] | N
     Core ML scheme) rather than relying on each one's ``set_module_name`` (litert-torch's cannot take ``None``
     and mis-parses module paths that contain underscores).
     """
-    from torchao.quantization.pt2e.quantizer import Quantizer
+    from torchao.quantization.pt2e.quantizer import Quantizer  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
     class SkipModules(Quantizer):
         def transform_for_annotation(self, model):
@@ -152,7 +152,7 @@ def plan_mixed_precision(
     Returns:
         The plan. If only an all-float model meets ``max_drop``, every group is listed in ``float_modules``.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
     from edgevit.quantize import capture
 

@@ -158,7 +158,7 @@ def _set_mode(prepared: torch.fx.GraphModule, mode: bool = True) -> torch.fx.Gra
     ``move_exported_model_to_train/eval``: their pattern rewrite resets every dropout to ``p=0.5`` (also the
     ``p=0`` ones a ViT is full of) and batch norm to the default momentum and eps (torchao 0.18).
     """
-    from torchao.quantization.pt2e import disable_observer, enable_observer
+    from torchao.quantization.pt2e import disable_observer, enable_observer  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
     state = prepared.meta[_META]
     _set_bn_training(prepared, mode and not state["bn_frozen"])
@@ -195,7 +195,7 @@ def freeze_observers(prepared: torch.fx.GraphModule, frozen: bool = True) -> Non
     Late in QAT the ranges have settled and the weights keep adapting to fixed quantization grids.
     The on/off flags are buffers, so checkpoints keep them.
     """
-    from torchao.quantization.pt2e import disable_observer, enable_observer
+    from torchao.quantization.pt2e import disable_observer, enable_observer  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
     _state(prepared)["observers_frozen"] = frozen
     prepared.apply(disable_observer if frozen or not prepared.training else enable_observer)
@@ -209,7 +209,7 @@ def freeze_bn_stats(prepared: torch.fx.GraphModule, frozen: bool = True) -> None
 
 def fake_quantizers(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
     """The fake-quantize modules of a prepared graph by name (``activation_post_process_N``)."""
-    from torchao.quantization.pt2e import FakeQuantizeBase
+    from torchao.quantization.pt2e import FakeQuantizeBase  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
     return {n: m for n, m in prepared.named_children() if isinstance(m, FakeQuantizeBase)}
 
@@ -232,7 +232,7 @@ def convert_qat(prepared: torch.fx.GraphModule, example: torch.Tensor | None = N
     Raises:
         EdgeVitError: ``prepared`` did not come from :func:`prepare_qat`.
     """
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
     state = _state(prepared)
     was_training = prepared.training

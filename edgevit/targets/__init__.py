@@ -115,7 +115,7 @@ def _stamp(path: Path) -> Any:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    import fcntl
+    import fcntl  # noqa: PLC0415 -- POSIX only
 
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def tflite(path, threads):
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 -- runs on the emulated device, not on this host
 
     interp = Interpreter(model_path=path, num_threads=threads)
     interp.allocate_tensors()
@@ -36,7 +36,7 @@ def tflite(path, threads):
 
 
 def onnx(path, threads):
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415 -- runs on the emulated device, not on this host
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

@@ -25,7 +25,7 @@ class MetricsLog:
         self.path, self.enabled, self.tb = out_dir / "metrics.csv", enabled, None
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 -- optional package (edgevit[train])
             except ImportError:
                 warnings.warn(
                     "TensorBoard events skipped: install `tensorboard` (pip install 'edgevit[train]')", stacklevel=3

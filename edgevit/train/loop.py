@@ -132,7 +132,7 @@ def train(
         scheduler = _scheduler(optimizer, cfg, steps)
         ema = None
         if cfg.ema_decay is not None:
-            from timm.utils import ModelEmaV3
+            from timm.utils import ModelEmaV3  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
             ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
         ckpt_dir = out_dir / "checkpoints"
@@ -216,7 +216,7 @@ class _Position:
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: list[int]) -> Any:
     """timm's warm-up + cosine schedule over all optimizer steps (``steps``: per epoch), updated every step."""
-    from timm.scheduler import CosineLRScheduler
+    from timm.scheduler import CosineLRScheduler  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
     return CosineLRScheduler(
         optimizer,

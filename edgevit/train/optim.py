@@ -135,7 +135,7 @@ def create_optimizer(
     elif name == "sgd":
         cls, kwargs = torch.optim.SGD, {"lr": lr, "momentum": momentum, "nesterov": nesterov}
     elif name == "lamb":
-        from timm.optim import Lamb
+        from timm.optim import Lamb  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
         cls, kwargs = Lamb, {"lr": lr, "betas": tuple(betas)}
     else:

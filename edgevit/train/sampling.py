@@ -65,7 +65,7 @@ class RepeatedOrder(Sampler[int]):
     """
 
     def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, repeats: int = 3):
-        from timm.data.distributed_sampler import RepeatAugSampler
+        from timm.data.distributed_sampler import RepeatAugSampler  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
         self.sampler = RepeatAugSampler(range(n), num_replicas=world, rank=rank, shuffle=True, num_repeats=repeats)
         self.seed, self.epoch, self.skip = seed, 0, 0

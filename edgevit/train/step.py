@@ -62,7 +62,7 @@ def build_loss(
     mixup = build_mixup(cfg.aug, num_classes, cfg.label_smoothing)
     base = build_criterion(mixup, cfg.label_smoothing)
     if cfg.loss.kind == "bce":
-        from timm.loss import BinaryCrossEntropy
+        from timm.loss import BinaryCrossEntropy  # noqa: PLC0415 -- timm imports torchvision: seconds at start-up, needed only here
 
         smoothing = 0.0 if mixup is not None else cfg.label_smoothing  # Mixup folds the smoothing in already
         base = BinaryCrossEntropy(smoothing=smoothing, target_threshold=cfg.loss.target_threshold)

@@ -51,7 +51,7 @@ _NP_DTYPE = {
 
 
 def _dtype_name(var) -> str | None:
-    from coremltools.converters.mil.mil import types
+    from coremltools.converters.mil.mil import types  # noqa: PLC0415 -- optional package (edgevit[coreml])
 
     t = var.sym_type
     elem = t.get_primitive() if types.is_tensor(t) else t
@@ -80,7 +80,7 @@ def _compute(value):
 @functools.cache
 def _blas_controller():
     """threadpoolctl's view of the loaded BLAS libraries (scanning them once costs milliseconds)."""
-    from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415 -- scans the loaded BLAS libraries on import
 
     return ThreadpoolController()
 
@@ -94,7 +94,7 @@ def load_program(model):
         EdgeVitError: the path does not exist, or the model is not an ML Program.
     """
     ct = require("coremltools", "coreml")
-    from coremltools.converters.mil.mil import Program
+    from coremltools.converters.mil.mil import Program  # noqa: PLC0415 -- optional package (edgevit[coreml])
 
     if isinstance(model, Program):
         return model
@@ -109,7 +109,7 @@ def load_program(model):
         raise EdgeVitError(
             f"the Core ML emulator runs ML Programs (convert_to='mlprogram'); this model is {spec.WhichOneof('Type')}"
         )
-    from coremltools.converters.mil.frontend.milproto.load import load
+    from coremltools.converters.mil.frontend.milproto.load import load  # noqa: PLC0415 -- optional package (edgevit[coreml])
 
     return load(spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir)
 
