@@ -216,7 +216,7 @@ def app_check(
         raise EdgeVitError(f"--cases must be >= 1, got {cases}")
     bundle = read_bundle(bundle_dir)
     if bundle.platform != platform:
-        raise EdgeVitError(f"{bundle_dir} is a {bundle.platform} bundle, not {platform}")
+        raise EdgeVitError(f"{bundle_dir} is a bundle for {bundle.platform}, not {platform}")
     cmd = runner_command(platform, runner)
     rng = np.random.default_rng(seed)
     k = len(bundle.classes)
