@@ -252,7 +252,7 @@ def platform_artifacts(run_dir: str | Path, platform: str) -> list[Artifact]:
         raise EdgeVitError(f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
     run_dir = Path(run_dir)
     manifest = read_json(run_dir / "artifacts" / "manifest.json", "artifact manifest (run `edgevit export` first)")
-    arts = [Artifact.from_json(a, root=run_dir) for a in manifest["artifacts"]]
+    arts = [Artifact.from_json(a, root=run_dir) for a in manifest.get("artifacts", [])]
     picked = [a for b in PLATFORMS[platform] for a in arts if a.backend == b and a.precision in PRECISIONS]
     if not picked:
         have = ", ".join(f"{a.backend} {a.precision}" for a in arts) or "none"
@@ -338,7 +338,7 @@ def write_bundle(
             pre,
             tuple(entries),
             golden="golden/cases.json" if cases else None,
-            created_by={"edgevit": __version__, "run": recipe.name, "run_dir": str(run_dir)},
+            created_by={"edgevit": __version__, "run": recipe.name},
         )
         bundle = parse_bundle(bundle.to_json(), tmp, f"bundle for {run_dir}")  # the contract, checked before writing
         if cases:
