@@ -461,7 +461,7 @@ def test_ios_bundle_runs_core_ml_in_the_emulator_and_nhwc_executorch(tiny_digits
         assert exp["coreml_fp16"]["top_k"][0][0] == exp["executorch_fp32_nhwc"]["top_k"][0][0]
     result = app_check("ios", tmp_path / "ios", cases=10, runner="python")
     assert result.ok, result.mismatches[:3]
-    with pytest.raises(EdgeVitError, match="no tflite or .*for android"):
+    with pytest.raises(EdgeVitError, match="no executorch or tflite artifact .* for android"):
         write_bundle(copy_run(tiny_digits_run, tmp_path / "r2", ["onnx_fp32.onnx"]), "android", tmp_path / "x")
 
 

@@ -57,9 +57,10 @@ def _summary(name: str, a: np.ndarray, b: np.ndarray, t: EvalTransform, x_ref, x
     }
 
 
-def digits_agreement(run_dir: str | Path, seed: int = 0) -> dict[str, Any]:
+def digits_agreement(run_dir: str | Path, seed: int = 0, app: EvalTransform | None = None) -> dict[str, Any]:
     """Top-1 agreement on a digits run's whole validation split: the val tensors vs each 8x8 scan rendered as
-    8-bit pixels (``round(ink * 255 / 16)``, grey) in a random frame, through the app pipeline.
+    8-bit pixels (``round(ink * 255 / 16)``, grey) in a random frame, through the app pipeline (with the run's
+    transform, or ``app`` to see what a wrong one costs).
 
     Raises:
         EdgeVitError: the run is not a plain ``digits`` run.
@@ -76,8 +77,8 @@ def digits_agreement(run_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     x_ref = torch.stack([data.val.dataset[i][0] for i in idx]).numpy()
     scans = np.rint(load_digits().images * (255.0 / 16.0)).astype(np.uint8)  # [N, 8, 8]
     rng = np.random.default_rng(seed)
-    spec = TensorSpec("image", "float32", (1, 3, *t.crop))
-    x_app = np.concatenate([model_input(_app_frame(rng, np.repeat(scans[i][..., None], 3, 2)), t, spec) for i in idx])
+    spec, a = TensorSpec("image", "float32", (1, 3, *t.crop)), app or t
+    x_app = np.concatenate([model_input(_app_frame(rng, np.repeat(scans[i][..., None], 3, 2)), a, spec) for i in idx])
     return _summary("digits val", _top1(model, x_ref), _top1(model, x_app), t, x_ref, x_app)
 
 
@@ -115,9 +116,9 @@ def photo_recipe(root: str | Path, img_size: int = 64, epochs: int = 15) -> dict
     }
 
 
-def folder_agreement(run_dir: str | Path, seed: int = 0) -> dict[str, Any]:
+def folder_agreement(run_dir: str | Path, seed: int = 0, app: EvalTransform | None = None) -> dict[str, Any]:
     """Top-1 agreement on every image of an ``imagefolder`` run's dataset: torchvision's val transform of the PIL
-    image vs its pixels in a random frame through the app pipeline.
+    image vs its pixels in a random frame through the app pipeline (the run's transform, or ``app``).
 
     Raises:
         EdgeVitError: the run is not an imagefolder run.
@@ -130,13 +131,13 @@ def folder_agreement(run_dir: str | Path, seed: int = 0) -> dict[str, Any]:
         raise EdgeVitError(f"{run_dir} is not an imagefolder run")
     tf, rng = pil_transform(t), np.random.default_rng(seed)
     spec = TensorSpec("image", "float32", (1, 3, *t.crop))
-    ref, app = [], []
+    ref, apps = [], []
     for path, _ in ImageFolder(recipe.data.root).samples:
         with Image.open(path) as im:
             rgb = im.convert("RGB")
         ref.append(tf(rgb)[None].numpy())
-        app.append(model_input(_app_frame(rng, np.asarray(rgb)), t, spec))
-    x_ref, x_app = np.concatenate(ref), np.concatenate(app)
+        apps.append(model_input(_app_frame(rng, np.asarray(rgb)), app or t, spec))
+    x_ref, x_app = np.concatenate(ref), np.concatenate(apps)
     return _summary(f"photo crops ({recipe.data.root})", _top1(model, x_ref), _top1(model, x_app), t, x_ref, x_app)
 
 
