@@ -502,6 +502,55 @@ def _explained(report) -> None:
         _echo(f"explain {name}: {summary(e)}")
 
 
+# ----------------------------------------------------------------------------------- demo apps (edgevit.apps)
+
+
+class AppPlatform(str, Enum):
+    android = "android"
+    ios = "ios"
+
+
+@app.command("bundle")
+def bundle_cmd(
+    run_dir: Path = typer.Argument(..., help="A trained and exported run directory."),
+    platform: AppPlatform = typer.Option(..., "--platform", help="android (.pte, .tflite) or ios (.mlpackage, .pte)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder (replaced if it holds a bundle)."),
+    cases: int = typer.Option(8, "--cases", min=0, help="Golden cases to write (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the golden cases."),
+) -> None:
+    """Write an app bundle: the platform's models, bundle.json (classes, preprocess, tensors) and golden cases."""
+    from edgevit.apps import write_bundle
+
+    bundle = write_bundle(run_dir, platform.value, out, cases=cases, seed=seed)
+    for m in bundle.models:
+        _echo(f"{m.key}: {m.backend} {m.precision}, input {m.input.dtype} {m.input.layout} {list(m.input.shape)}")
+    _echo(f"bundle: {out}/bundle.json ({len(bundle.models)} models, {cases} golden cases)")
+
+
+@app.command("app-check")
+def app_check_cmd(
+    platform: AppPlatform = typer.Argument(..., help="Whose golden runner: android or ios."),
+    bundle: Path = typer.Option(..., "--bundle", help="A bundle written by `edgevit bundle`."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the fresh cases."),
+    cases: int = typer.Option(200, "--cases", min=1, help="How many fresh random cases."),
+    runner: str | None = typer.Option(
+        None, "--runner", help="Runner command (default: the platform's run-golden.sh; 'python': the NumPy one)."
+    ),
+    keep: Path | None = typer.Option(None, "--keep", help="Keep the cases and the runner's results in this folder."),
+) -> None:
+    """Run a core's golden runner on fresh random cases and compare with the NumPy reference; exit 1 on a mismatch."""
+    from edgevit.apps import app_check
+
+    result = app_check(platform.value, bundle, seed=seed, cases=cases, runner=runner, workdir=keep)
+    for line in result.mismatches[:10]:
+        _echo(f"mismatch: {line}")
+    if len(result.mismatches) > 10:
+        _echo(f"... and {len(result.mismatches) - 10} more mismatches")
+    typer.echo(f"{result.passed} passed, {result.failed} failed  (runner: {result.runner})")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def _cli_error_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """``(usage errors, aborts)`` of the CLI library in use: typer >= 0.29 vendors click (``typer._click``), whose
     exceptions derive from ``typer.TyperException``; older typer raises the ``click`` package's. Both are handled,

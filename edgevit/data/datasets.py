@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from edgevit._utils import EdgeVitError
 from edgevit.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from edgevit.data.eval_transform import eval_transform, pil_transform, resize_crop_tensor
 from edgevit.data.images import BadImages, check_images, load_rgb
 from edgevit.data.transforms import AugConfig, as_aug_config, build_train_transform
 
@@ -52,7 +52,7 @@ def digits_images(img_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
 
     d = load_digits()
     x = torch.from_numpy(d.images).float().div_(16.0).unsqueeze(1)  # [N, 8, 8] -> [N, 1, 8, 8] in [0, 1]
-    x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+    x = resize_crop_tensor(eval_transform("digits", img_size), x).clamp_(0.0, 1.0)  # bilinear upsampling
     x = x.expand(-1, 3, -1, -1)  # [N, 1, S, S] -> [N, 3, S, S]
     return x, torch.from_numpy(d.target).long()
 
@@ -158,7 +158,8 @@ def imagefolder(
     train_tf = _train_transform(aug, train_transform, img_size, mean, std)
     if train_tf is None:
         train_tf = create_transform(img_size, is_training=augment, mean=mean, std=std, crop_pct=0.875)
-    val_tf = create_transform(img_size, is_training=False, mean=mean, std=std, crop_pct=0.875)
+    val_tf = pil_transform(eval_transform("imagefolder", img_size, mean, std))  # = timm's eval transform
+
     def folder(path: Path, transform) -> ImageFolder:
         try:
             ds = ImageFolder(str(path), transform=transform, loader=load_rgb)
