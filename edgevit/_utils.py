@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 class EdgeVitError(Exception):
@@ -161,8 +164,6 @@ def path_size(path: str | os.PathLike) -> int:
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence a converter's own Python-level prints and tqdm bars (edgevit shows its own progress)."""
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         yield
 
@@ -172,8 +173,6 @@ def progress_bar(enabled: bool = True):
 
     Tasks must be added with ``info=""``; update it with ``bars.update(task, info=...)``.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgevit.bench.study import ARMS, arm_recipe, render
+from edgevit.recipe.study import ARMS, arm_recipe, render
 from edgevit.models import create_model
 from edgevit.recipe import Recipe
 from edgevit.train.multiscale import batch_sizes
@@ -228,7 +228,7 @@ def test_study_table_pairs_each_arm_with_the_same_seed_baseline():
 def test_study_trains_every_arm_against_its_seed_teacher_and_reuses_finished_runs(tmp_path, one_thread):
     import yaml
 
-    from edgevit.bench.study import collect, run_study
+    from edgevit.recipe.study import collect, run_study
 
     def one_epoch(name: str) -> Path:
         raw = yaml.safe_load((ROOT / "recipes/digits" / name).read_text())

@@ -4,10 +4,12 @@ Importing this package registers every backend; the order here is the order user
 """
 
 # isort: off -- each import registers its Backend; this order is the order users see
-from edgevit.backends import executorch  # noqa: F401
-from edgevit.backends import tflite  # noqa: F401
-from edgevit.backends import coreml  # noqa: F401
-from edgevit.backends import onnx  # noqa: F401
+from edgevit.backends import (
+    coreml,  # noqa: F401
+    executorch,  # noqa: F401
+    onnx,  # noqa: F401
+    tflite,  # noqa: F401
+)
 
 # isort: on
 from edgevit.backends.base import (
@@ -15,8 +17,8 @@ from edgevit.backends.base import (
     LAYOUTS,
     Backend,
     NotRunnable,
-    Runner,
     RunFailed,
+    Runner,
     TraceGraph,
     TraceNode,
     all_precisions,

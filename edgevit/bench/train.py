@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 
+from edgevit.data import DataSplits, digits
+from edgevit.models import create_model
 from edgevit.train import TrainConfig, train
 from edgevit.train.optim import param_groups
 
@@ -71,9 +73,6 @@ def bench_train(
         "edgevit_call_s", "plain_img_s_rounds", "edgevit_img_s_rounds"}``; ``ratio`` is edgevit / plain (1.0: no
         overhead). On a loaded machine the rounds show the noise: compare them before trusting a ratio.
     """
-    from edgevit import create_model
-    from edgevit.data import DataSplits, digits
-
     torch.set_num_threads(threads)
     args = {"patch_size": 8, "depth": 4} if model_args is None else model_args
     data = digits(img_size=img_size)

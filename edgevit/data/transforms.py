@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
+from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgevit._utils import EdgeVitError
@@ -130,8 +131,6 @@ class ToPIL:
     def __call__(self, img: Any) -> Any:
         if not isinstance(img, torch.Tensor):
             return img
-        from PIL import Image
-
         arr = img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()  # [C,H,W]->[H,W,C]
         return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)  # uint8 [H, W, 3]: RGB; [H, W]: L
 
@@ -163,8 +162,6 @@ def three_augment(img_mean: Sequence[int] = (128, 128, 128)) -> Callable[[Any], 
 
 def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
     """timm's posterize, but 0 bits gives the black image (Pillow >= 10 raises on 0; older Pillow returned black)."""
-    from PIL import ImageOps
-
     if bits_to_keep >= 8:
         return img
     if bits_to_keep <= 0:

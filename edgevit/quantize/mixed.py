@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from edgevit._utils import EdgeVitError, progress_bar, read_json, write_json_atomic
+from edgevit.quantize.capture import capture
 
 
 def module_paths(node: torch.fx.Node) -> set[str]:
@@ -154,7 +155,6 @@ def plan_mixed_precision(
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
-    from edgevit.quantize import capture
 
     model = model.eval()
     groups = groups or layer_groups(model)

@@ -45,6 +45,7 @@ from edgevit.data import DataSplits
 from edgevit.train import TrainConfig, TrainResult, load_checkpoint, train
 from edgevit.train.distill import distillation_loss
 
+
 class QATBackend(Protocol):
     """What QAT needs from a backend (:class:`edgevit.backends.Backend` provides it)."""
 

@@ -43,7 +43,6 @@ from edgevit.train.distill import distillation_loss
 from edgevit.train.finetune import freeze_backbone_, frozen_to_eval_, load_pretrained_, resolve_source
 from edgevit.train.multiscale import check_sizes
 
-
 # ---------------------------------------------------------------------------------------------- stages
 
 

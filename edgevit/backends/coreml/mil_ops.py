@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy.special import erf
 
 from edgevit._utils import EdgeVitError
+
 
 # ----------------------------------------------------------------------------------------------- elementwise
 def _sigmoid(x):
@@ -21,8 +23,6 @@ def _sigmoid(x):
 
 
 def _erf(x):
-    from scipy.special import erf
-
     return erf(x).astype(x.dtype, copy=False)
 
 

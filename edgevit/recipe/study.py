@@ -14,7 +14,7 @@ Every run is a normal ``edgevit train`` run directory under OUT (``teacher_s0``,
 and can be split over processes (``--seeds 0`` in one, ``--seeds 1 2`` in another, then ``--report``; never give
 two processes the same seed)::
 
-    python -m edgevit.bench.study --out runs/study --seeds 0 1 2
+    python -m edgevit.recipe.study --out runs/study --seeds 0 1 2
 
 prints mean +- std of the val top-1 per arm and the paired per-seed difference to the baseline.
 """
@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 
 from edgevit._utils import EdgeVitError, read_json, write_json_atomic
+from edgevit.recipe.config import Recipe
+from edgevit.recipe.stages import stage_train
 
 ARMS = ("baseline", "distilled", "sam")
 DEFAULT_STUDENT = "recipes/digits/study_vit.yaml"
@@ -70,8 +72,6 @@ def _train(raw: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, Any]
     A run interrupted before its ``study.json`` resumes from its last checkpoint (``seconds`` then counts the
     resumed part only).
     """
-    from edgevit.recipe import Recipe, stage_train
-
     done = run_dir / "study.json"
     if done.is_file():
         return read_json(done, "study record")
@@ -171,8 +171,8 @@ def render(records: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m edgevit.bench.study --out DIR [--seeds 0 1 2] [--arms ...] [--rho R] [--report]``."""
-    p = argparse.ArgumentParser(prog="python -m edgevit.bench.study", description=__doc__.split("\n\n")[0])
+    """``python -m edgevit.recipe.study --out DIR [--seeds 0 1 2] [--arms ...] [--rho R] [--report]``."""
+    p = argparse.ArgumentParser(prog="python -m edgevit.recipe.study", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="study directory (one run directory per teacher/arm/seed)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
