@@ -1,57 +1,14 @@
-"""The parity report: the one home of the ``parity.json`` schema, and its Markdown rendering.
+"""The parity report: :class:`ParityReport` is the ``parity.json`` document; :func:`render_markdown` renders it.
 
-:func:`edgevit.parity.check` returns a :class:`ParityReport`; :func:`write_report` writes ``parity.json`` (schema
-below, also in docs/reference/parity-json.md), ``report.md`` and ``report.html``.
+:func:`edgevit.parity.check` returns a :class:`ParityReport`; :func:`write_report` writes ``parity.json``,
+``report.md`` and ``report.html``.
 
-``parity.json`` schema (``schema_version`` 2)::
-
-    {
-      "schema_version": 2,
-      "num_images": int,            # validation images, each run at batch 1
-      "threads": int,               # thread count used by every runtime (a device profile sets its own)
-      "reference": {"backend": "pytorch", "precision": "fp32", "top1": float, "top5": float,
-                    "latency_ms": {...}},
-      "passed": bool,               # every runnable artifact met its tolerance
-      "artifacts": [{
-        "backend": str, "precision": str, "quantizer": str | null, "path": str, "size_bytes": int,
-        "runnable": bool, "reason": str | null,            # why it could not run here
-        "execution": str | null,    # "native", or how it was emulated, e.g. Core ML off macOS (no latency then)
-        "input_layout": "NCHW" | "NHWC",   # the layout the artifact was exported with, and was fed (manifest info)
-        "top1": float, "top5": float,                      # percent of images whose label is the top-1 / in the top 5
-        "agreement": float,         # fraction of images whose argmax equals the reference's
-        "max_abs_err": float, "mean_abs_err": float,       # over all logits, vs reference
-        "cosine": float,            # mean over images of the logit-vector cosine similarity
-        "psnr_db": float | null,    # PSNR of all logits vs the reference's, peak = reference logit range (max - min);
-                                    # null when not run or when the logits are identical (infinite PSNR)
-        "kl_div": float,            # mean over images of KL(softmax(reference) || softmax(artifact)), nats
-        "latency_ms": {"median", "p90", "mean", "std", "min", "max": float, "runs": int, "warmup": int,
-                       "threads": int, "samples": [float]} | null,   # null when not timed (emulated)
-        "peak_memory_mb": float | null,   # see :class:`PeakRSS`; null where not measurable (emulated, non-Linux)
-        "passed": bool | null,      # null when not runnable
-        "failures": [str], "tolerance": {...},
-        "vs_host": {...} | null,    # emulated devices only, see below
-        "explain": {...} | null,    # only when the divergence finder ran (:mod:`edgevit.parity.explain`):
-                                    # {"tolerance", "metric": "rel_l2", "layers": [...], "first_divergent"}
-        "explain_error": str        # only when it could not trace the artifact (explain is null then)
-      }],
-      "device": {"name": str, "emulated": bool, "description": str,
-                 "parts": [{"what": str, "how": "real" | "emulated", "note": str}],   # what stood in for the device
-                 "profile": {...} | null,   # the device profile (edgevit/parity/profiles/NAME.yaml), if one was named
-                 "ships": str | null,       # profiles: the artifact that device would ship (best passing by preference)
-                 ...}
-    }
-
-Schema history: 2 added ``top5``, ``psnr_db``, ``kl_div``, ``peak_memory_mb``, the latency distribution and
-``device.parts`` / ``device.profile``; version 1 files lack them and the renderer shows ``–``.
-
-Metrics are null for an artifact that cannot run on this device; it is listed, never dropped.
-
-On an emulated device (``check(..., device=get_device("android-arm64"))``, see :mod:`edgevit.parity.devices`)
-the metrics above compare the device's logits with PyTorch as usual, ``latency_ms`` is null (time under
-emulation is not device time), and ``vs_host`` compares them with the same artifact run on this host:
-``{"agreement", "max_abs_err", "mean_abs_err", "cosine", "passed", "failures", "tolerance"}``, judged by the
-device tolerances (:data:`DEFAULT_DEVICE_TOLERANCES`, overridable as ``parity.device_tolerances``). An
-artifact passes when both comparisons pass; a runtime crash on the device is a failure, not a skip.
+The schema (``schema_version`` :data:`SCHEMA_VERSION`), what each field means, the ``explain`` and ``vs_host``
+blocks, and the schema's history live in one place: docs/reference/parity-json.md. Change that page together
+with :meth:`ParityReport.to_json` and the rows :func:`edgevit.parity.check` builds, and bump
+:data:`SCHEMA_VERSION` for anything a reader of an older file could misread; tests/test_docs.py fails when a key
+written here is missing from the page. Metrics are null for an artifact that cannot run on this device: it is
+listed, never dropped.
 """
 
 from __future__ import annotations
