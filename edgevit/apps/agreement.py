@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import Subset
 
 from edgevit._utils import EdgeVitError
@@ -124,7 +125,7 @@ def folder_agreement(run_dir: str | Path, seed: int = 0, app: EvalTransform | No
         EdgeVitError: the run is not an imagefolder run.
     """
     from PIL import Image
-    from torchvision.datasets import ImageFolder
+    from torchvision.datasets import ImageFolder  # noqa: PLC0415 -- seconds to import; needed only here
 
     recipe, model, _, t = _run_parts(run_dir)
     if recipe.data.name != "imagefolder":
@@ -151,7 +152,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.make_photos:
         root = make_photo_folder(args.make_photos)
-        import yaml
 
         recipe = root.with_suffix(".yaml")
         recipe.write_text(yaml.safe_dump(photo_recipe(root.resolve(), args.img_size), sort_keys=False))

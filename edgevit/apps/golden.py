@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from edgevit._utils import EdgeVitError, read_json, write_json_atomic
 from edgevit.apps import pipeline
@@ -36,14 +37,14 @@ class Case:
 
 @functools.cache
 def _digits() -> np.ndarray:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # noqa: PLC0415 -- scikit-learn takes a second to import; only the digits data needs it
 
     return np.rint(load_digits().images * (255.0 / 16.0)).astype(np.uint8)  # [N, 8, 8] ink 0..16 -> 0..255
 
 
 @functools.cache
 def _photos() -> tuple[tuple[str, np.ndarray], ...]:
-    from sklearn.datasets import load_sample_images
+    from sklearn.datasets import load_sample_images  # noqa: PLC0415 -- scikit-learn takes a second to import
 
     data = load_sample_images()
     # two [427, 640, 3] uint8 photos: china.jpg, flower.jpg
@@ -64,7 +65,6 @@ def random_image(rng: np.random.Generator, max_side: int = 160) -> tuple[np.ndar
     name, photo = _photos()[int(rng.integers(len(_photos())))]
     h, w = (int(v) for v in rng.integers(2, max_side + 1, 2))
     if rng.random() < 0.3:  # the whole view, shrunk (a photo's composition, not a texture)
-        from PIL import Image
 
         return np.asarray(Image.fromarray(photo).resize((w, h), Image.BILINEAR)), f"scikit-learn {name}, {w}x{h} whole"
     top, left = int(rng.integers(photo.shape[0] - h + 1)), int(rng.integers(photo.shape[1] - w + 1))

@@ -137,7 +137,7 @@ def pil_transform(t: EvalTransform) -> Callable[[Any], torch.Tensor]:
         EdgeVitError: ``t`` asks for something PIL's RGB path does not do (``BGR``, a ``value_scale`` other than 255,
             no antialias).
     """
-    from torchvision import transforms as T
+    from torchvision import transforms as T  # noqa: PLC0415 -- seconds to import; needed only here
 
     if t.color_order != "RGB" or t.value_scale != 255.0 or not t.antialias:
         raise EdgeVitError(f"the PIL evaluation transform is RGB, pixel / 255, antialiased; got {t}")
