@@ -85,6 +85,7 @@ def _as_artifact(artifact: Any, precision: str | None):
 
 def _as_arrays(dataset: Any, max_images: int | None):
     """``([N, C, H, W] float32 images, [N] int labels or None)`` from any of the accepted dataset forms."""
+
     def arr(x) -> np.ndarray:
         return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 

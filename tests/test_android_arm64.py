@@ -73,7 +73,6 @@ def test_raspberry_pi_profile_runs_on_the_emulated_arm64_target(arm64_ready, sma
     import numpy as np
     import torch
 
-    from edgevit.export import Artifact
     from edgevit.parity import check
     from edgevit.parity.devices import get_device
     from edgevit.recipe import trained

@@ -1,4 +1,5 @@
-"""The Core ML emulator (``edgevit.backends.coreml.emulator``): each op against NumPy/PyTorch, fp16 rounding, whole models.
+"""The Core ML emulator (``edgevit.backends.coreml.emulator``): each op against NumPy/PyTorch, fp16 rounding,
+whole models.
 
 Ops are tested on tiny MIL programs built with coremltools' Builder. Whole models: one small config per family
 converted to an fp32 ML Program must match PyTorch within 1e-4 (relative to the largest logit); the same program

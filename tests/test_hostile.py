@@ -39,8 +39,14 @@ def _fails_cleanly(proc: subprocess.CompletedProcess, *patterns: str) -> str:
         (["export", "--model", "vit_tiny_patch16", "--backend", "tensorrt", "--out", "x.onnx"], ["tensorrt", "onnx"]),
         (["export", "--model", "vit_tiny_patch16", "--backend", "onnx"], ["--out"]),
         (["trian"], ["No such command", "train"]),
-        (["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--img-size", "abc", "--out", "x.onnx"], ["--img-size", "integer"]),
-        (["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--precision", "w4", "--out", "x.onnx"], ["w4"]),
+        (
+            ["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--img-size", "abc", "--out", "x.onnx"],
+            ["--img-size", "integer"],
+        ),
+        (
+            ["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--precision", "w4", "--out", "x.onnx"],
+            ["w4"],
+        ),
         (["export", "--model", "vit_tiny_patch16", "--backend", "onnx", "--out", "x.tflite"], [".onnx"]),
         (["parity", "/nonexistent/run"], ["/nonexistent/run"]),
     ],

@@ -103,8 +103,8 @@ def _with_layernorm_outlier(model, block=1, channel=7, scale=1000.0):
 def test_plan_meets_max_drop_where_plain_int8_does_not_on_every_backend(quickstart_run, tmp_path):
     """A trained model whose block-1 attention int8 breaks: the plan finds it, keeps it float, and the ExecuTorch,
     TFLite and ONNX int8 artifacts with that plan stay within max_drop on real digits."""
-    from edgevit.data import digits
     from edgevit.backends.executorch.quantizer import quantizer
+    from edgevit.data import digits
     from edgevit.models import load_model
 
     model, meta = load_model(quickstart_run)

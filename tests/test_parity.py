@@ -216,8 +216,8 @@ def test_core_ml_compute_units_set_the_emulated_precision(digits32, tiny_vit, tm
     import torch
     from conftest import randomize_
 
-    from edgevit.export import export
     from edgevit.backends import get_backend
+    from edgevit.export import export
     from edgevit.parity import ParityConfig, check
     from edgevit.parity.devices import DeviceProfile, ProfileDevice
 

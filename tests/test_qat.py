@@ -277,7 +277,9 @@ def test_tflite_qat_graph_converts_with_litert_torch(digits32, tmp_path):
     from edgevit.export import Artifact
 
     data = _small(digits32, 384)
-    prepared, _ = train_qat(_vit(), data, QATConfig(epochs=1, lr=1e-3), tmp_path, backend=get_backend("tflite"), progress=False)
+    prepared, _ = train_qat(
+        _vit(), data, QATConfig(epochs=1, lr=1e-3), tmp_path, backend=get_backend("tflite"), progress=False
+    )
     example = _example(data)
     converted = convert_qat(prepared, example)  # float weights behind quantize nodes, as litert-torch wants
     quant = QuantConfig(pt2e_quantizer=get_backend("tflite").quantizer("int8", qat=True))

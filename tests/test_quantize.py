@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from edgevit._utils import EdgeVitError
-from edgevit.data import calibration_batch
 from edgevit.backends import get_backend
 from edgevit.backends.tflite.runtime import interpreter_class
+from edgevit.data import calibration_batch
 from edgevit.export import export
 from edgevit.quantize import PTQConfig, calibrate_pt2e, capture
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgevit.recipe.study import ARMS, arm_recipe, render
 from edgevit.models import create_model
 from edgevit.recipe import Recipe
+from edgevit.recipe.study import ARMS, arm_recipe, render
 from edgevit.train.multiscale import batch_sizes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -63,8 +63,8 @@ def parity_doc(digits32, tmp_path_factory):
     """``parity.json`` of a real check: a digits ViT's fp32 and int8 ONNX exports and a broken fp32 one."""
     from test_testing import digits_vit
 
-    from edgevit.data import calibration_batch
     from edgevit.backends import get_backend
+    from edgevit.data import calibration_batch
     from edgevit.export import Artifact
     from edgevit.parity import ParityConfig, check
 

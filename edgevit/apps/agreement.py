@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 from torch.utils.data import Subset
 
 from edgevit._utils import EdgeVitError
@@ -66,7 +67,7 @@ def digits_agreement(run_dir: str | Path, seed: int = 0, app: EvalTransform | No
     Raises:
         EdgeVitError: the run is not a plain ``digits`` run.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # noqa: PLC0415 -- scikit-learn takes a second to import
 
     recipe, model, meta, t = _run_parts(run_dir)
     if recipe.data.name != "digits" or recipe.data.classes is not None:
@@ -86,8 +87,7 @@ def digits_agreement(run_dir: str | Path, seed: int = 0, app: EvalTransform | No
 def make_photo_folder(root: str | Path, per_class: int = 150, seed: int = 0) -> Path:
     """An image-folder dataset of real photos: random crops (40..213 px a side, PNG, so no codec in the way) of
     the left and right halves of scikit-learn's two sample photos, four classes (:data:`PHOTO_CLASSES`)."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
+    from sklearn.datasets import load_sample_images  # noqa: PLC0415 -- scikit-learn takes a second to import
 
     root, rng = Path(root), np.random.default_rng(seed)
     photos = dict(zip(("china", "flower"), load_sample_images().images, strict=True))  # [427, 640, 3] each
@@ -124,7 +124,6 @@ def folder_agreement(run_dir: str | Path, seed: int = 0, app: EvalTransform | No
     Raises:
         EdgeVitError: the run is not an imagefolder run.
     """
-    from PIL import Image
     from torchvision.datasets import ImageFolder  # noqa: PLC0415 -- seconds to import; needed only here
 
     recipe, model, _, t = _run_parts(run_dir)

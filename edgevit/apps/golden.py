@@ -65,7 +65,6 @@ def random_image(rng: np.random.Generator, max_side: int = 160) -> tuple[np.ndar
     name, photo = _photos()[int(rng.integers(len(_photos())))]
     h, w = (int(v) for v in rng.integers(2, max_side + 1, 2))
     if rng.random() < 0.3:  # the whole view, shrunk (a photo's composition, not a texture)
-
         return np.asarray(Image.fromarray(photo).resize((w, h), Image.BILINEAR)), f"scikit-learn {name}, {w}x{h} whole"
     top, left = int(rng.integers(photo.shape[0] - h + 1)), int(rng.integers(photo.shape[1] - w + 1))
     return photo[top : top + h, left : left + w].copy(), f"scikit-learn {name}, crop {w}x{h} at ({left}, {top})"

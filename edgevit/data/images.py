@@ -45,9 +45,7 @@ def _readable(path: str, decode: bool) -> str | None:
         return f"{type(e).__name__}: {e}"
 
 
-def check_images(
-    samples: Sequence[tuple[str, int]], policy: BadImages, root: str | Path
-) -> list[tuple[str, int]]:
+def check_images(samples: Sequence[tuple[str, int]], policy: BadImages, root: str | Path) -> list[tuple[str, int]]:
     """``samples`` (``(path, label)`` pairs, as ``ImageFolder`` lists them) without unreadable files.
 
     Raises:

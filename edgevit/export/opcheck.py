@@ -12,7 +12,8 @@ coreml      coremltools' torch-frontend op registry (``_TORCH_OPS_REGISTRY``)
 onnx        ``torch.onnx``'s torchlib registry after its ONNX-friendly decompositions
 ==========  ===========================================================================================
 
-Each backend provides ``unsupported(ep) -> list[torch.fx.Node]`` (:class:`edgevit.backends.Backend`); this module maps the nodes back to
+Each backend provides ``unsupported(ep) -> list[torch.fx.Node]`` (:class:`edgevit.backends.Backend`); this module
+maps the nodes back to
 the module path and class (``nn_module_stack``) and the source line they were traced from.
 """
 

@@ -23,7 +23,8 @@ it. ``input`` is the image the artifact was fed vs the one PyTorch saw (a prepro
   whose output they carry.
 - LiteRT: ``Interpreter(experimental_preserve_all_tensors=True)``; litert-torch names every tensor by its module
   scope (``Class_attr/Class_attr;N``); int8 tensors are dequantised with their own scale and zero point.
-- Core ML: the emulator's per-op outputs (:meth:`edgevit.backends.coreml.emulator.Emulator.trace`); MIL variable names are
+- Core ML: the emulator's per-op outputs (:meth:`edgevit.backends.coreml.emulator.Emulator.trace`); MIL variable
+  names are
   the ``torch.export`` node names (plus ``_cast_fp16``-style suffixes), whose ``nn_module_stack`` names the module.
   W8A8 residual adds that coremltools computes in one operand's scale are read back in real units
   (:func:`edgevit.backends.coreml.trace.mil_units`).
@@ -37,8 +38,10 @@ it. ``input`` is the image the artifact was fed vs the one PyTorch saw (a prepro
   a quantized op's own float output cannot be tapped: it is fused into XNNPACK's int8 kernel). Without ``calib``
   (static int8) or for a QAT-quantized file they are compared at the delegate boundary only.
 
-Each backend's tracer is its ``trace`` (:meth:`edgevit.backends.Backend.trace`, in ``edgevit/backends/<name>/trace.py``);
-this module is the backend-independent algorithm. Layouts are matched by shape: NHWC vs NCHW, ``[B*h, N, d]`` vs ``[B, h, N, d]`` and dropped unit dimensions are
+Each backend's tracer is its ``trace`` (:meth:`edgevit.backends.Backend.trace`, in
+``edgevit/backends/<name>/trace.py``);
+this module is the backend-independent algorithm. Layouts are matched by shape: NHWC vs NCHW, ``[B*h, N, d]`` vs
+``[B, h, N, d]`` and dropped unit dimensions are
 tried and the best-matching arrangement is compared.
 """
 
@@ -70,6 +73,8 @@ DEFAULT_TOLERANCE = {
     "w4": 0.3,
     "w4-lut": 0.3,
 }
+
+
 def explain(
     model,
     artifact,

@@ -182,7 +182,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += [
             f"Emulated here, not run by the real runtime ({'; '.join(emulated_rows)}): these rows are checked "
             "against their tolerances like the others, but come from edgevit's interpreter of the converted program "
-            "(`edgevit.backends.coreml.emulator`), not from Core ML on Apple hardware; latency is not reported for them.",
+            "(`edgevit.backends.coreml.emulator`), not from Core ML on Apple hardware; latency is not reported for "
+            "them.",
             "",
         ]
     if dev.get("ships"):

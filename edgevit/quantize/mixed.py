@@ -155,7 +155,6 @@ def plan_mixed_precision(
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: PLC0415 -- optional package (edgevit[executorch])
 
-
     model = model.eval()
     groups = groups or layer_groups(model)
     fp32 = _run(model, images)

@@ -326,7 +326,9 @@ def train_qat(
     return prepared, result
 
 
-def load_qat(model: nn.Module, example: torch.Tensor, checkpoint_dir: str | Path, backend: QATBackend) -> torch.fx.GraphModule:
+def load_qat(
+    model: nn.Module, example: torch.Tensor, checkpoint_dir: str | Path, backend: QATBackend
+) -> torch.fx.GraphModule:
     """Rebuild a QAT-trained graph from its float model and a QAT run's ``checkpoints/`` (e.g. to export later).
 
     Args:

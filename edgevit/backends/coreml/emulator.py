@@ -295,4 +295,13 @@ def emulate_artifact(path: str | Path, compute_units: str | None = None):
     return run
 
 
-__all__ = ["EXECUTION", "FP16_COMPUTE_UNITS", "OPS", "Emulator", "dequantize", "emulate", "emulate_artifact", "load_program"]
+__all__ = [
+    "EXECUTION",
+    "FP16_COMPUTE_UNITS",
+    "OPS",
+    "Emulator",
+    "dequantize",
+    "emulate",
+    "emulate_artifact",
+    "load_program",
+]

@@ -22,8 +22,9 @@ class ONNX(Backend):
     def quantizer(self, precision: str, qat: bool = False):
         why = "ONNX int8 is quantized after export by onnxruntime's quantize_static, which has no QAT mode"
         if qat:
+            qat_list = ", ".join(qat_backends())
             raise EdgeVitError(
-                f"QAT is not available for onnx: {why}; QAT backends: {', '.join(qat_backends())}. Use PTQ for onnx instead"
+                f"QAT is not available for onnx: {why}; QAT backends: {qat_list}. Use PTQ for onnx instead"
             )
         raise EdgeVitError("onnx has no PT2E quantizer: its int8 is onnxruntime's quantize_static on the export")
 
