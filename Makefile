@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgevit-installed
 RUN ?= runs/quickstart
+LOGS := build/logs
 
-.PHONY: demo test test-fast lint bench clean browser
+.PHONY: demo test test-fast lint clean browser toolchains
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,32 +18,41 @@ demo: $(STAMP)  ## train -> int8 -> export to every backend -> parity report, on
 	$(BIN)/edgevit run recipes/quickstart.yaml --out $(RUN)
 	@echo "report: $(RUN)/report.md, with plots: $(RUN)/report.html  (machine-readable: $(RUN)/parity.json)"
 
-test: $(STAMP) browser  ## the whole suite, slow end-to-end tests included (what CI runs)
-	$(BIN)/python -m pytest -q --durations=25  # the slowest 25, so a CI log shows where its time goes
+# The whole suite, slow end-to-end tests and both demo apps' cores included (what CI runs): lint, then pytest on
+# 2 workers (pytest-xdist). The apps' toolchains (Kotlin, a Swift root) start installing in the background first,
+# while pip installs; their tests wait for them and fail loudly if an install failed (logs in build/logs/).
+test: toolchains $(STAMP) browser lint
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25  # the slowest 25: where CI time goes
 
-test-fast: $(STAMP) browser  ## the inner loop: skips the end-to-end pipeline tests
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: $(STAMP) browser  ## the inner loop: skips the end-to-end pipeline tests and the app cores
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
+
+toolchains:  ## the demo apps' toolchains, installed (once, cached in $$EDGEVIT_CACHE) in the background
+	@mkdir -p $(LOGS)
+	@(android_demo/tools/install-toolchain.sh > $(LOGS)/android-toolchain.log 2>&1 &)
+	@(ios_demo/tools/install-swift.sh > $(LOGS)/ios-toolchain.log 2>&1 &)
 
 # tests/test_report_html.py opens report.html in a headless Chromium; installed from apt when root on Debian/Ubuntu,
 # otherwise this says how and that test skips with the same advice. A failed install never fails the build.
 BROWSERS := chromium-headless-shell chromium chromium-browser google-chrome chrome-headless-shell
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends
 browser:  ## a headless Chromium for the report.html browser test
 	@for b in $(BROWSERS); do command -v $$b >/dev/null 2>&1 && exit 0; done; \
 	test -n "$$EDGEVIT_BROWSER" && exit 0; \
 	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing chromium-headless-shell from apt (for the report.html browser test)"; \
 	  for pkg in chromium-headless-shell chromium; do \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$pkg >/dev/null 2>&1 \
-	    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
-	         apt-get install -y -q --no-install-recommends $$pkg >/dev/null 2>&1; } && exit 0; \
+	    $(APT_INSTALL) $$pkg >/dev/null 2>&1 \
+	    || { apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null 2>&1 && $(APT_INSTALL) $$pkg >/dev/null 2>&1; } \
+	    && exit 0; \
 	  done; echo "warning: could not install a headless Chromium with apt; the report.html browser test will skip"; \
 	else \
 	  echo "note: no headless Chromium; the report.html browser test will skip. Install one with"; \
 	  echo "  sudo apt-get install chromium-headless-shell   (Debian)   or set EDGEVIT_BROWSER=/path/to/chrome"; \
 	fi
 
-lint: $(STAMP)
-	$(BIN)/ruff check edgevit tests && $(BIN)/ruff format --check edgevit tests
+lint: $(STAMP)  ## ruff check (PLC0415: imports at the top, so import circles show) and ruff format
+	$(BIN)/ruff check edgevit tests docs && $(BIN)/ruff format --check edgevit tests docs
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs build .pytest_cache

@@ -1,17 +1,28 @@
-"""Shared fixtures. The quickstart run is made once per session by the real CLI (the README's demo)."""
+"""Shared fixtures. The quickstart run is made once per session by the real CLI (the README's demo).
+
+The suite runs in parallel (``pytest -n 2``, pytest-xdist): each worker uses one torch thread (2 workers on 2 cores),
+and the expensive session runs (:func:`quickstart_run`, :func:`tiny_digits_run`) are made once per session, by
+whichever worker needs one first, in a directory all workers share (:func:`shared_run`); the others wait for it and
+read it. Tests that use the quickstart run are kept on one worker (``xdist_group``), so the other keeps running
+tests instead of waiting for the run to finish.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
-torch.set_num_threads(2)
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under pytest-xdist; None in a plain run
+torch.set_num_threads(1 if WORKER else 2)  # one intra-op thread per worker: 2 workers share the 2 cores
 
 
 # the console script pip installed beside this interpreter: the entry point a user runs (pyproject's
@@ -76,13 +87,38 @@ def tiny_vit():
     return create_model("vit_tiny_patch16", img_size=32, patch_size=8, depth=1, num_classes=10).eval()
 
 
+def shared_run(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A run directory made once per test session: by ``build(path)`` in the first process (xdist worker) that asks,
+    under a file lock; every other process waits for it and gets the same path. A build that failed is not reused:
+    the next process to ask builds it again (and fails the same way, with its own message)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if WORKER else base  # xdist: the session's directory above every worker's own
+    out, done = root / f"shared-{name}" / "run", root / f"shared-{name}.done"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(out.parent, ignore_errors=True)
+            out.parent.mkdir(parents=True)
+            build(out)
+            done.touch()
+    return out
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Keep every test of the quickstart run on one xdist worker (``--dist loadgroup``)."""
+    for item in items:
+        if "quickstart_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("quickstart"))
+
+
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory):
     """``edgevit run recipes/quickstart.yaml --out RUN``: the whole product on real digits data."""
-    out = tmp_path_factory.mktemp("quickstart") / "run"
-    proc = edgevit_cli("run", "recipes/quickstart.yaml", "--out", str(out), timeout=2400)  # ~2.5 min alone
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+
+    def build(out: Path) -> None:
+        proc = edgevit_cli("run", "recipes/quickstart.yaml", "--out", str(out), timeout=2400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    return shared_run(tmp_path_factory, "quickstart", build)
 
 
 # One small digits ViT trained and exported once per session for every end-to-end parity test (device profiles, the
@@ -127,10 +163,11 @@ def tiny_digits_run(tmp_path_factory):
     trained and exported once per session. Read-only: tests that write into a run use :func:`copy_run`."""
     from edgevit.recipe import Recipe, stage_export, stage_train
 
-    out = tmp_path_factory.mktemp("tiny-digits") / "run"
-    stage_train(Recipe.from_dict(TINY_DIGITS_RECIPE), out, progress=False)
-    stage_export(out, progress=False)
-    return out
+    def build(out: Path) -> None:
+        stage_train(Recipe.from_dict(TINY_DIGITS_RECIPE), out, progress=False)
+        stage_export(out, progress=False)
+
+    return shared_run(tmp_path_factory, "tiny-digits", build)
 
 
 def copy_run(run: Path, dst: Path, artifacts: list[str] | None = None) -> Path:

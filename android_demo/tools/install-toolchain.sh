@@ -27,14 +27,18 @@ have() { command -v "$1" >/dev/null 2>&1; }
 apt_install() {  # apt_install PKG...: only as root on Debian/Ubuntu; otherwise say what to install
   if is_root && have apt-get; then
     say "installing $* with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null 2>&1 \
-           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1; } \
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "$@" >/dev/null 2>&1 \
+      || { apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null 2>&1 \
+           && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "$@" >/dev/null 2>&1; } \
       || die "apt-get install $* failed"
   else
     die "missing $*: install it (e.g. 'sudo apt-get install $*') and rerun"
   fi
 }
+
+mkdir -p "$CACHE" || die "cannot create the toolchain cache $CACHE (set EDGEVIT_CACHE to a writable folder)"
+exec 9>"$CACHE/.android-toolchain.lock"
+flock 9  # a background prefetch (make test) or another check.sh may be installing (apt, npm): wait for it
 
 # --- java (runs kotlinc, JUnit and ktlint) ---------------------------------------------------------------------
 if ! have java; then apt_install openjdk-17-jre-headless; fi
@@ -84,7 +88,7 @@ deb_part() {  # deb_part PKG: unpack the Debian package PKG into $CACHE/debian-P
   done_dir="$(ls -d "$CACHE/debian-$pkg-"*/.complete 2>/dev/null | sort -V | tail -1)"
   if [ -n "$done_dir" ]; then dirname "$done_dir"; return 0; fi  # installed before: no apt look-up needed
   ver="$(deb_version "$pkg")"
-  if [ -z "$ver" ] && is_root; then apt-get update -q >/dev/null 2>&1 || true; ver="$(deb_version "$pkg")"; fi
+  if [ -z "$ver" ] && is_root; then apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null 2>&1 || true; ver="$(deb_version "$pkg")"; fi
   [ -n "$ver" ] || die "Debian package $pkg not found in the apt lists (run 'apt-get update' as root and rerun)"
   dest="$CACHE/debian-$pkg-${ver//[^A-Za-z0-9.+-]/_}"
   if [ ! -f "$dest/.complete" ]; then

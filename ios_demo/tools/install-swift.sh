@@ -42,7 +42,7 @@ fi
 
 if ! command -v debootstrap >/dev/null; then
   log "installing debootstrap (apt-get)"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } >&2 \
+  { apt-get -o DPkg::Lock::Timeout=900 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq debootstrap; } >&2 \
     || die "apt-get install debootstrap failed"
 fi
 
