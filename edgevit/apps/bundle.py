@@ -15,9 +15,11 @@ from edgevit._utils import EdgeVitError, atomic_path, read_json, write_json_atom
 from edgevit.apps._json import KeyPathReader
 from edgevit.apps.golden import write_golden
 from edgevit.apps.pipeline import DTYPES, INT_RANGES, LAYOUTS, Quant, TensorSpec
+from edgevit.backends import TensorIO, get_backend
 from edgevit.data.eval_transform import COLOR_ORDERS, INTERPOLATIONS, EvalTransform, eval_transform
-from edgevit.export import Artifact, backend_module
+from edgevit.export import Artifact
 from edgevit.recipe import load_run
+from edgevit.rundir import manifest_artifacts
 
 FORMAT = "edgevit-bundle"
 VERSION = 1
@@ -251,8 +253,7 @@ def platform_artifacts(run_dir: str | Path, platform: str) -> list[Artifact]:
     if platform not in PLATFORMS:
         raise EdgeVitError(f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
     run_dir = Path(run_dir)
-    manifest = read_json(run_dir / "artifacts" / "manifest.json", "artifact manifest (run `edgevit export` first)")
-    arts = [Artifact.from_json(a, root=run_dir) for a in manifest.get("artifacts", [])]
+    arts = manifest_artifacts(run_dir)
     picked = [a for b in PLATFORMS[platform] for a in arts if a.backend == b and a.precision in PRECISIONS]
     if not picked:
         have = ", ".join(f"{a.backend} {a.precision}" for a in arts) or "none"
@@ -264,25 +265,21 @@ def platform_artifacts(run_dir: str | Path, platform: str) -> list[Artifact]:
 
 
 def _io_specs(art: Artifact, num_classes: int) -> tuple[TensorSpec, TensorSpec]:
-    """The artifact's input and output tensors: from the LiteRT interpreter for ``.tflite`` (dtype, quant), from
-    the manifest for the others (float32 I/O: ExecuTorch int8 quantizes inside the graph)."""
+    """The artifact's input and output tensors: shape and layout from the manifest, element type and quantization
+    from its backend (:meth:`edgevit.backends.Backend.io_tensors`: int8 for a full-integer LiteRT file, float32 where
+    the graph quantizes inside, as ExecuTorch and Core ML int8 do)."""
     shape = tuple(art.info.get("input_shape") or ())
     if not shape:
         raise EdgeVitError(f"{art.path}: the manifest does not record info.input_shape; re-export it")
     inp = TensorSpec("image", "float32", shape, art.layout)
     out = TensorSpec("logits", "float32", (1, num_classes))
-    if art.backend != "tflite":
-        return inp, out
-    interp = backend_module("tflite").interpreter_class()(model_path=str(art.path))
-    i, o = interp.get_input_details()[0], interp.get_output_details()[0]
+    i, o = get_backend(art.backend).io_tensors(art.path)
 
-    def spec(detail: dict, base: TensorSpec) -> TensorSpec:
-        dtype = str(detail["dtype"].__name__ if hasattr(detail["dtype"], "__name__") else detail["dtype"])
-        if dtype not in DTYPES:
-            raise EdgeVitError(f"{art.path}: {base.name} tensor dtype {dtype} is not one an app feeds ({DTYPES})")
-        scale, zero = detail["quantization"]
-        quant = Quant(float(scale), int(zero)) if dtype in INT_RANGES else None
-        return TensorSpec(base.name, dtype, tuple(int(v) for v in detail["shape"]), base.layout, quant)
+    def spec(io: TensorIO, base: TensorSpec) -> TensorSpec:
+        if io.dtype not in DTYPES:
+            raise EdgeVitError(f"{art.path}: {base.name} tensor dtype {io.dtype} is not one an app feeds ({DTYPES})")
+        quant = Quant(io.scale, io.zero_point) if io.dtype in INT_RANGES else None
+        return TensorSpec(base.name, io.dtype, base.shape, base.layout, quant)
 
     return spec(i, inp), spec(o, out)
 

@@ -3,13 +3,12 @@
 Importing this package registers every backend; the order here is the order users see them in.
 """
 
-# isort: off -- each import registers its Backend; this order is the order users see
-from edgevit.backends import (
-    coreml,  # noqa: F401
-    executorch,  # noqa: F401
-    onnx,  # noqa: F401
-    tflite,  # noqa: F401
-)
+# Each import registers its Backend; this order is the order users see (phone runtimes first).
+# isort: off
+from edgevit.backends import executorch  # noqa: F401
+from edgevit.backends import tflite  # noqa: F401
+from edgevit.backends import coreml  # noqa: F401
+from edgevit.backends import onnx  # noqa: F401
 
 # isort: on
 from edgevit.backends.base import (
@@ -19,6 +18,7 @@ from edgevit.backends.base import (
     NotRunnable,
     RunFailed,
     Runner,
+    TensorIO,
     TraceGraph,
     TraceNode,
     all_precisions,
@@ -37,6 +37,7 @@ __all__ = [
     "RunFailed",
     "Runner",
     "TraceGraph",
+    "TensorIO",
     "TraceNode",
     "all_precisions",
     "get_backend",

@@ -99,6 +99,16 @@ def fx_modules(model, example, decompose: Callable | None = None) -> dict[str, s
     return names
 
 
+@dataclass(frozen=True)
+class TensorIO:
+    """An artifact's input or output tensor as an app feeds or reads it: element type and, for an integer tensor,
+    its quantization (``real = (q - zero_point) * scale``)."""
+
+    dtype: str = "float32"
+    scale: float | None = None
+    zero_point: int | None = None
+
+
 # ------------------------------------------------------------------------------------------------ the contract
 
 
@@ -156,6 +166,11 @@ class Backend(ABC):
     @abstractmethod
     def trace(self, path: Path, model, example, *, precision: str, info: dict, layout: str, calib=None, ptq=None):
         """The artifact as a :class:`TraceGraph` whose tensors map to ``model``'s modules (for ``explain``)."""
+
+    def io_tensors(self, path: Path) -> tuple[TensorIO, TensorIO]:
+        """The artifact's ``(input, output)`` element types as an app sees them: float32 unless the runtime's
+        tensors themselves are quantized (a quantized ExecuTorch or Core ML graph quantizes inside)."""
+        return TensorIO(), TensorIO()
 
     def emulate(self, path: Path, compute_units: str | None = None) -> Runner | None:
         """A runner from edgevit's emulator of this runtime (with an ``execution`` attribute saying how it runs),

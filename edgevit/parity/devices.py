@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgevit._config import key_path
 from edgevit._utils import EdgeVitError
 from edgevit.backends import NotRunnable, list_backends
 from edgevit.backends.coreml.emulator import FP16_COMPUTE_UNITS
@@ -221,7 +222,7 @@ def load_profile(path: str | os.PathLike) -> DeviceProfile:
         return DeviceProfile.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
+        key = key_path(err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
         raise EdgeVitError(f"{path}: device profile key '{key}': {msg}{more}") from None

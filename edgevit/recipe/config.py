@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_serializer, model_validator
 
-from edgevit._config import StrictModel
+from edgevit._config import StrictModel, key_path
 from edgevit._utils import EdgeVitError, write_text_atomic
 from edgevit.backends import LAYOUTS, all_precisions, get_backend, list_backends, qat_backends
 from edgevit.models import create_model, list_models
@@ -206,7 +206,7 @@ class Recipe(StrictModel):
             loc = list(err["loc"])
             if loc[:2] == ["recover", "train"]:
                 del loc[1]  # the recover section is flat in YAML (RecoverConfig.train holds its train keys)
-            key = ".".join(str(p) for p in loc)
+            key = key_path(loc)
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
             raise EdgeVitError(f"{source}: recipe key '{key}': {msg}{more}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgevit.backends.base import Backend, Runner, register_backend
+from edgevit.backends.base import Backend, Runner, TensorIO, register_backend
 
 
 @register_backend
@@ -34,6 +34,12 @@ class TFLite(Backend):
         from edgevit.backends.tflite.runtime import load  # noqa: PLC0415
 
         return load(path, threads)
+
+    def io_tensors(self, path: Path) -> tuple[TensorIO, TensorIO]:
+        """From the interpreter: full-integer int8 files take and return int8 with the tensors' own scale."""
+        from edgevit.backends.tflite.runtime import io_tensors  # noqa: PLC0415
+
+        return io_tensors(path)
 
     def unsupported(self, ep) -> list:
         from edgevit.backends.tflite.convert import unsupported  # noqa: PLC0415

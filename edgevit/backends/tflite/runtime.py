@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevit._utils import EdgeVitError
-from edgevit.backends.base import Runner
+from edgevit.backends.base import Runner, TensorIO
 
 
 def interpreter_class():
@@ -22,6 +22,20 @@ def interpreter_class():
                 "no LiteRT runtime: install it with `pip install 'edgevit[tflite]'` (ai-edge-litert)"
             ) from e
     return Interpreter
+
+
+def io_tensors(path: Path) -> tuple[TensorIO, TensorIO]:
+    """The ``.tflite``'s input and output element types and quantization, read from the interpreter."""
+    interp = interpreter_class()(model_path=str(path))
+
+    def io(detail: dict) -> TensorIO:
+        dtype = np.dtype(detail["dtype"]).name
+        if not np.issubdtype(detail["dtype"], np.integer):
+            return TensorIO(dtype)
+        scale, zero = detail["quantization"]
+        return TensorIO(dtype, float(scale), int(zero))
+
+    return io(interp.get_input_details()[0]), io(interp.get_output_details()[0])
 
 
 def load(path: Path, threads: int) -> Runner:
