@@ -1,7 +1,8 @@
-"""The model zoo, the data package and the pruning tool import each other one way, and only at module top.
+"""edgevit's modules import each other one way, and only at module top: zero import circles in the whole package.
 
 Read from the source (no import runs), so a new circle or a function-local ``from edgevit...`` import that would
-hide one fails here in well under a second. Other packages join ``PACKAGES`` once their own circles are gone.
+hide one fails here in well under a second. Lazy is the point only where ``LAZY`` says (ruff's PLC0415 has the same
+per-file ignores): the CLI (start-up) and each backend's face (its modules and heavy library load on first use).
 """
 
 import ast
@@ -10,14 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["edgevit/models", "edgevit/data", "edgevit/prune.py"]
+PACKAGES = ["edgevit"]
+LAZY = {"edgevit.cli"} | {f"edgevit.backends.{b}" for b in ("executorch", "tflite", "coreml", "onnx")}
 
 
 def _modules() -> dict[str, Path]:
     files = []
     for entry in PACKAGES:
         path = ROOT / entry
-        files += sorted(path.glob("*.py")) if path.is_dir() else [path]
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
     out = {}
     for f in files:
         parts = list(f.relative_to(ROOT).with_suffix("").parts)
@@ -98,7 +100,7 @@ def test_no_import_circles():
     assert _cycles(_graph(_modules())) == []
 
 
-@pytest.mark.parametrize("name", sorted(_modules()))
+@pytest.mark.parametrize("name", sorted(set(_modules()) - LAZY))
 def test_edgevit_imports_sit_at_module_top(name):
     tree = ast.parse(_modules()[name].read_text())
     top = {id(node) for node in tree.body}

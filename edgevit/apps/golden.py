@@ -8,7 +8,7 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -16,12 +16,10 @@ from PIL import Image
 from edgevit._utils import EdgeVitError, read_json, write_json_atomic
 from edgevit.apps import pipeline
 from edgevit.apps._json import KeyPathReader
+from edgevit.apps.bundle import Bundle
 from edgevit.apps.pipeline import INT_RANGES, PIXEL_FORMATS, ROTATIONS, Frame, TensorSpec
 from edgevit.export import Artifact
 from edgevit.parity import artifact_runner
-
-if TYPE_CHECKING:
-    from edgevit.apps.bundle import Bundle
 
 CASES_VERSION = 1
 

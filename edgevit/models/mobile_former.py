@@ -70,6 +70,9 @@ works. A ``module.`` prefix (DataParallel) is stripped. The mapping (``i`` = blo
 Deviation from the released code, training only: drop path on the tokens is per sample here; the released
 code applies timm's ``DropPath`` to tokens laid out ``[T, B, D]``, which drops whole token slots for the
 batch. Inference and checkpoints are unaffected.
+
+Why one file over ~450 lines: one architecture per file, as timm keeps its zoo (the blocks, the bridges, the
+family's configs and its registered variants read together).
 """
 
 from __future__ import annotations

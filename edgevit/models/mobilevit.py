@@ -15,6 +15,9 @@ The forward is written to lower to ExecuTorch + XNNPACK with nothing left outsid
 stay at rank <= 5 (Core ML's limit), slices instead of split, reductions as 4-D ``mean`` over dims (2, 3)
 with keepdim (XNNPACK's global average pooling), GroupNorm(1) written out the same way, and attention as
 3-D ``bmm`` (``layers.Attention``).
+
+Why one file over ~450 lines: one architecture per file, as timm keeps its zoo (v1 and v2 share the MobileNetV2
+body and the unfold/fold; their configs and registered variants sit beside them).
 """
 
 from __future__ import annotations

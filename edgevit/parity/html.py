@@ -7,6 +7,9 @@ per-layer error curve of every artifact with an ``explain`` section. ``write_htm
 atomically. Every field may be missing or null (older ``parity.json`` files, artifacts that did not run); the
 page shows "–" for those. Without matplotlib (the ``[report]`` extra) the page is written without plots and says
 so.
+
+Why one file over ~450 lines: one renderer of one page; its summary, table and three plots share the same
+formatting helpers and CSS.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ can run on its own.
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from edgevit.models import create_model, load_model, save_model
 from edgevit.parity import ParityReport, app_inputs, check, write_report
 from edgevit.parity.devices import get_device
 from edgevit.parity.explain import explain_report
-from edgevit.prune import PruneConfig, SparsityConfig, make_sparsity_permanent_, prune_, sparsify_
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig
 from edgevit.quantize.mixed import plan_mixed_precision
 from edgevit.quantize.qat import convert_qat, load_qat, train_qat
@@ -39,7 +37,7 @@ from edgevit.rundir import (
     report_paths,
 )
 from edgevit.train import TrainConfig, predict, seed_everything, top1, train
-from edgevit.train.distill import distillation_loss
+from edgevit.train.distill import load_teacher
 from edgevit.train.finetune import freeze_backbone_, frozen_to_eval_, load_pretrained_, resolve_source
 from edgevit.train.multiscale import check_sizes
 
@@ -184,49 +182,6 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
     return result.final_val_top1
 
 
-class _Renormalize(torch.nn.Module):
-    """Feed a model trained with another mean/std: ``x`` normalised with (mean, std) -> the model's own."""
-
-    def __init__(self, model: torch.nn.Module, mean, std, model_mean, model_std):
-        super().__init__()
-        self.model = model
-        view = (1, -1, 1, 1)
-        self.register_buffer("scale", (torch.tensor(std) / torch.tensor(model_std)).view(view))
-        self.register_buffer(
-            "shift", ((torch.tensor(mean) - torch.tensor(model_mean)) / torch.tensor(model_std)).view(view)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * self.scale + self.shift)
-
-
-def load_teacher(path: str | Path, student_cfg: dict, data: DataSplits) -> torch.nn.Module:
-    """A trained edgevit model (run directory or ``model.safetensors``) as a distillation teacher, in eval mode.
-
-    Images are normalised for the student; a teacher trained with another mean/std is fed renormalised ones.
-
-    Raises:
-        EdgeVitError: no trained model there, or one trained on other classes.
-    """
-    p = Path(path)
-    if not (p / "model.safetensors").is_file() and not (p.suffix == ".safetensors" and p.is_file()):
-        raise EdgeVitError(
-            f"train.distill.teacher: {path} is not a trained run directory or model.safetensors; train the teacher "
-            f"first (`edgevit train TEACHER.yaml --out {path}`)"
-        )
-    teacher, meta = load_model(p)
-    if meta.get("classes") is not None and list(meta["classes"]) != list(data.classes):
-        raise EdgeVitError(
-            f"train.distill.teacher: {path} was trained on {len(meta['classes'])} other classes than this data's "
-            f"{len(data.classes)}"
-        )
-    mean, std = list(student_cfg["mean"]), list(student_cfg["std"])
-    t_mean, t_std = meta.get("mean", mean), meta.get("std", std)
-    if [float(v) for v in t_mean + t_std] != [float(v) for v in mean + std]:
-        teacher = _Renormalize(teacher, mean, std, t_mean, t_std)
-    return teacher.eval().requires_grad_(False)
-
-
 def qat_backends(recipe: Recipe) -> list[str]:
     """The backends the recipe's ``method: qat`` targets need a QAT run for (default: executorch)."""
     return list(dict.fromkeys(t.backend for t in recipe.export.targets if t.method == "qat")) or ["executorch"]
@@ -247,7 +202,7 @@ def stage_qat(
             data,
             recipe.qat,
             qat_dir(run_dir, backend),
-            example=_example(data),
+            example=example_image(data),
             backend=get_backend(backend),
             train_cfg=_finetune_base(recipe.train),
             seed=recipe.seed,
@@ -276,90 +231,6 @@ def _qat_graph(run_dir: Path, recipe: Recipe, model, example: torch.Tensor, back
     return convert_qat(load_qat(model, example, ckpt, get_backend(backend)), example)
 
 
-def _compress_stage(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    what: str,
-    apply,
-    resume: bool,
-    progress: bool,
-    epochs: int | None = None,
-    finish=None,
-) -> dict[str, Any]:
-    """Load RUN's model, ``apply(model, recipe, data)`` (prune or sparsify, returns a JSON-able summary),
-    fine-tune with the recipe's ``recover`` settings into OUT, ``finish(model)``, save OUT's model and recipe."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if out_dir.resolve() == run_dir.resolve():
-        raise EdgeVitError(f"{what}: --out must be a new run directory, not {run_dir} itself")
-    recipe, model, data, meta = trained(run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    recover = recipe.recover
-    if epochs:
-        recover = recover.model_copy(update={"train": recover.train.model_copy(update={"epochs": epochs})})
-    recipe = recipe.model_copy(update={"name": f"{recipe.name}-{what}", "recover": recover})
-    recipe.save(recipe_path(out_dir))
-    teacher = copy.deepcopy(model) if recover.distill else None
-    summary = apply(model, recipe, data)
-    cfg = recover.train.model_copy(update={"threads": recover.train.threads or recipe.train.threads})
-    loss_fn = None
-    if teacher is not None:
-        loss_fn = distillation_loss(teacher, recover.temperature, recover.distill_weight, cfg.label_smoothing)
-    result = train(model, data, cfg, out_dir, seed=recipe.seed, resume=resume, progress=progress, loss_fn=loss_fn)
-    if finish is not None:
-        finish(model)
-    extra = {k: v for k, v in meta.items() if k not in ("name", "args", "val_top1", "pruned")}
-    save_model(
-        model,
-        meta["name"],
-        meta["args"],
-        model_path(out_dir),
-        **extra,
-        val_top1=result.final_val_top1,
-        source_run=str(run_dir),
-        source_val_top1=meta.get("val_top1"),
-        **{f"{what}_summary": summary},
-    )
-    return {**summary, "source_val_top1": meta.get("val_top1"), "val_top1": result.final_val_top1}
-
-
-def stage_prune(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    config: PruneConfig | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    epochs: int | None = None,
-) -> dict[str, Any]:
-    """Structurally prune RUN's trained model (``config`` or the recipe's ``prune``), recover-fine-tune it,
-    and write a new run OUT (export and parity it like any run). ``epochs`` overrides ``recover.epochs``.
-    Returns params/MACs before and after, heads per attention, and val top-1 before and after."""
-
-    def apply(model, recipe, data):
-        cfg = config or recipe.prune
-        res = prune_(model, cfg, _example(data), calib=data.train)
-        return {"config": cfg.model_dump(), **res.to_json(), "param_ratio": res.param_ratio, "mac_ratio": res.mac_ratio}
-
-    return _compress_stage(run_dir, out_dir, "pruned", apply, resume, progress, epochs)
-
-
-def stage_sparsify(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    config: SparsityConfig | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    epochs: int | None = None,
-) -> dict[str, Any]:
-    """Magnitude-prune RUN's model to a target unstructured sparsity, fine-tune with the masks held, fold the
-    masks, and write a new run OUT. Dense kernels gain nothing; Core ML's sparse weights shrink the file."""
-
-    def apply(model, recipe, data):
-        cfg = config or recipe.sparsify
-        return {"config": cfg.model_dump(), **sparsify_(model, cfg).to_json()}
-
-    return _compress_stage(run_dir, out_dir, "sparse", apply, resume, progress, epochs, make_sparsity_permanent_)
-
-
 def trained(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, DataSplits, dict]:
     """A trained run's ``(recipe, model, data, model.json meta)``: the model loaded from ``model.safetensors`` and the
     recipe's data split, normalised with the model's mean/std.
@@ -376,7 +247,8 @@ def trained(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module, DataSplits, d
     return recipe, model, data, meta
 
 
-def _example(data: DataSplits) -> torch.Tensor:
+def example_image(data: DataSplits) -> torch.Tensor:
+    """The first validation image as a ``[1, C, H, W]`` example input (a copy: a view would drag the dataset)."""
     return data.val[0][0][None].clone()  # [1, C, H, W]; a view would drag the dataset along
 
 
@@ -399,7 +271,7 @@ def stage_export(
     run_dir = Path(run_dir)
     recipe, model, data, meta = trained(run_dir)
     targets = recipe.export.targets if targets is None else targets
-    example = _example(data)
+    example = example_image(data)
     ptq = recipe.quantize
     if max_drop is not None:
         ptq = ptq.model_copy(update={"max_drop": max_drop})
@@ -505,15 +377,13 @@ def run(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: boo
 
 __all__ = [
     "build_model_and_data",
+    "example_image",
     "load_run",
-    "load_teacher",
     "qat_backends",
     "run",
     "stage_export",
     "stage_parity",
-    "stage_prune",
     "stage_qat",
-    "stage_sparsify",
     "stage_train",
     "trained",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,6 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgevit._utils import EdgeVitError
+from edgevit.data import DataSplits
+from edgevit.models import load_model
 from edgevit.train.config import LossFn
 
 
@@ -108,3 +111,46 @@ def deit_distillation_loss(
 
 
 __all__ = ["deit_distillation_loss", "distillation_loss"]
+
+
+class _Renormalize(nn.Module):
+    """Feed a model trained with another mean/std: ``x`` normalised with (mean, std) -> the model's own."""
+
+    def __init__(self, model: nn.Module, mean, std, model_mean, model_std):
+        super().__init__()
+        self.model = model
+        view = (1, -1, 1, 1)
+        self.register_buffer("scale", (torch.tensor(std) / torch.tensor(model_std)).view(view))
+        self.register_buffer(
+            "shift", ((torch.tensor(mean) - torch.tensor(model_mean)) / torch.tensor(model_std)).view(view)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.scale + self.shift)
+
+
+def load_teacher(path: str | Path, student_cfg: dict, data: DataSplits) -> nn.Module:
+    """A trained edgevit model (run directory or ``model.safetensors``) as a distillation teacher, in eval mode.
+
+    Images are normalised for the student; a teacher trained with another mean/std is fed renormalised ones.
+
+    Raises:
+        EdgeVitError: no trained model there, or one trained on other classes.
+    """
+    p = Path(path)
+    if not (p / "model.safetensors").is_file() and not (p.suffix == ".safetensors" and p.is_file()):
+        raise EdgeVitError(
+            f"train.distill.teacher: {path} is not a trained run directory or model.safetensors; train the teacher "
+            f"first (`edgevit train TEACHER.yaml --out {path}`)"
+        )
+    teacher, meta = load_model(p)
+    if meta.get("classes") is not None and list(meta["classes"]) != list(data.classes):
+        raise EdgeVitError(
+            f"train.distill.teacher: {path} was trained on {len(meta['classes'])} other classes than this data's "
+            f"{len(data.classes)}"
+        )
+    mean, std = list(student_cfg["mean"]), list(student_cfg["std"])
+    t_mean, t_std = meta.get("mean", mean), meta.get("std", std)
+    if [float(v) for v in t_mean + t_std] != [float(v) for v in mean + std]:
+        teacher = _Renormalize(teacher, mean, std, t_mean, t_std)
+    return teacher.eval().requires_grad_(False)
