@@ -229,6 +229,7 @@ def export_cmd(
 
         for art in stage_export(run_dir):
             _echo(f"{art.backend:>10} {art.precision}: {art.path}")
+        _timings(run_dir)
         return
     if not (model and backend and out):
         raise EdgeVitError("export needs RUN_DIR, or all of --model, --backend and --out")
@@ -444,8 +445,20 @@ def run_cmd(
     check_writable(out, "run directory")
     report, md = run(r, out, resume=resume)
     _summary(report, md)
+    _timings(out)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _timings(run_dir: Path) -> None:
+    """Print the run's stage timing table (``RUN/timings.json``)."""
+    from rich.console import Console
+
+    from edgevit.recipe.timings import read_timings, table
+
+    rows = read_timings(run_dir)
+    if rows:
+        Console(stderr=True).print(table(rows, title=f"where the time went ({run_dir / 'timings.json'})"))
 
 
 def _summary(report, md: Path) -> None:

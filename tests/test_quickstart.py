@@ -72,6 +72,18 @@ def test_quickstart_meets_the_foundation_bar(quickstart_run):
     assert "| executorch | int8 |" in report and "Overall: PASS" in report
 
 
+def test_the_run_says_where_its_time_went(quickstart_run):
+    """``timings.json``: training, each artifact's export and parity, each with its wall time."""
+    stages = {r["stage"]: r["seconds"] for r in json.loads((quickstart_run / "timings.json").read_text())["stages"]}
+    exports = {
+        p.stem
+        for p in (quickstart_run / "artifacts").iterdir()
+        if p.suffix in (".pte", ".tflite", ".onnx", ".mlpackage")
+    }
+    assert {"train", "parity"} <= set(stages) and {f"export {e}" for e in exports} <= set(stages), stages
+    assert all(s > 0 for s in stages.values())
+
+
 def test_manifest_tells_an_app_how_to_feed_the_model(quickstart_run):
     m = json.loads((quickstart_run / "artifacts" / "manifest.json").read_text())
     assert m["input"]["shape"] == [1, 3, 32, 32] and m["input"]["mean"] == [0.5, 0.5, 0.5]

@@ -26,6 +26,7 @@ from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig
 from edgevit.quantize.mixed import plan_mixed_precision
 from edgevit.quantize.qat import convert_qat, load_qat, train_qat
 from edgevit.recipe.config import Recipe, Target
+from edgevit.recipe.timings import timed
 from edgevit.rundir import (
     manifest_artifacts,
     model_path,
@@ -154,17 +155,18 @@ def stage_train(recipe: Recipe, run_dir: str | Path, resume: bool = False, progr
         extra["finetune"] = {**ft.model_dump(mode="json"), **report.to_json()}
         del extra["finetune"]["source"]  # the same path as "from"
     teacher = load_teacher(recipe.train.distill.teacher, model.default_cfg, data) if recipe.train.distill else None
-    result = train(
-        model,
-        data,
-        recipe.train,
-        run_dir,
-        seed=recipe.seed,
-        resume=resume,
-        progress=progress,
-        teacher=teacher,
-        on_epoch_start=on_epoch_start,
-    )
+    with timed(run_dir, "train"):
+        result = train(
+            model,
+            data,
+            recipe.train,
+            run_dir,
+            seed=recipe.seed,
+            resume=resume,
+            progress=progress,
+            teacher=teacher,
+            on_epoch_start=on_epoch_start,
+        )
     if result.ema_model:
         extra.update(val_top1_raw=result.final_val_top1_raw, ema_decay=recipe.train.ema_decay)
     if main:
@@ -197,18 +199,19 @@ def stage_qat(
     recipe, model, data, _ = trained(run_dir)
     out = {}
     for backend in backends or qat_backends(recipe):
-        _, result = train_qat(
-            model,
-            data,
-            recipe.qat,
-            qat_dir(run_dir, backend),
-            example=example_image(data),
-            backend=get_backend(backend),
-            train_cfg=_finetune_base(recipe.train),
-            seed=recipe.seed,
-            resume=resume,
-            progress=progress,
-        )
+        with timed(run_dir, f"qat {backend}"):
+            _, result = train_qat(
+                model,
+                data,
+                recipe.qat,
+                qat_dir(run_dir, backend),
+                example=example_image(data),
+                backend=get_backend(backend),
+                train_cfg=_finetune_base(recipe.train),
+                seed=recipe.seed,
+                resume=resume,
+                progress=progress,
+            )
         out[backend] = result.final_val_top1
     return out
 
@@ -280,30 +283,32 @@ def stage_export(
     if mixed or any(t.resolved_precision in CALIBRATED_PRECISIONS for t in targets):
         calib = _calib_batch(recipe, data)
     if mixed:
-        plan = _plan_mixed_precision(model, data, calib, ptq, progress)
+        with timed(run_dir, "mixed-precision plan"):
+            plan = _plan_mixed_precision(model, data, calib, ptq, progress)
         plan.save(plan_path(run_dir))
         ptq = ptq.model_copy(update={"keep_float": list(dict.fromkeys(ptq.keep_float + plan.float_modules))})
     done = []
     with progress_bar(progress) as bars:
         task = bars.add_task("export", total=len(targets), info="")
         for t in targets:
-            precision = t.resolved_precision
-            bars.update(task, info=f"{t.backend} {precision}")
-            path = run_dir / "artifacts" / t.filename(recipe.quantize.method)
-            if t.method == "qat":
-                art = export(
-                    _qat_graph(run_dir, recipe, model, example, t.backend), example, t.backend, path, precision
-                )
-                label = get_backend(t.backend).qat_label
-                art.info.update(method="qat", quantizer=label, qat=recipe.qat.model_dump())
-                done.append(art)
-                bars.update(task, advance=1)
-                continue
-            t_ptq = ptq.model_copy(update={"method": t.method or ptq.method})
-            done.append(export(model, example, t.backend, path, precision, calib=calib, ptq=t_ptq, layout=t.layout))
+            bars.update(task, info=f"{t.backend} {t.resolved_precision}")
+            done.append(_export_target(run_dir, recipe, model, example, t, calib, ptq))
             bars.update(task, advance=1)
     record(run_dir, meta, list(example.shape), done)
     return done
+
+
+def _export_target(run_dir: Path, recipe: Recipe, model, example, t: Target, calib, ptq: PTQConfig) -> Artifact:
+    """One target of ``stage_export`` into ``RUN/artifacts``, its time recorded (``timings.json``)."""
+    path = run_dir / "artifacts" / t.filename(recipe.quantize.method)
+    with timed(run_dir, f"export {path.stem}"):
+        if t.method == "qat":
+            graph = _qat_graph(run_dir, recipe, model, example, t.backend)
+            art = export(graph, example, t.backend, path, t.resolved_precision)
+            art.info.update(method="qat", quantizer=get_backend(t.backend).qat_label, qat=recipe.qat.model_dump())
+            return art
+        t_ptq = ptq.model_copy(update={"method": t.method or ptq.method})
+        return export(model, example, t.backend, path, t.resolved_precision, calib=calib, ptq=t_ptq, layout=t.layout)
 
 
 def _plan_mixed_precision(model, data: DataSplits, calib: torch.Tensor, ptq: PTQConfig, progress: bool):
@@ -354,12 +359,17 @@ def stage_parity(
     def reference(x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(to_model(x))).numpy()
 
-    report = check(artifacts, app, labels, reference, recipe.parity, progress=progress, device=dev, normalization=norm)
+    stage = "parity" if dev.name == "host" else f"parity {dev.name}"
+    with timed(run_dir, stage):
+        report = check(
+            artifacts, app, labels, reference, recipe.parity, progress=progress, device=dev, normalization=norm
+        )
     if explain is not False and not getattr(dev, "emulated", False):
         calib = None  # what stage_export calibrated static int8 with (deterministic): a tracer may re-quantize
         if any(a.precision in CALIBRATED_PRECISIONS for a in artifacts):
             calib = _calib_batch(recipe, data)
-        explain_report(report, artifacts, model, images, app, bool(explain), calib=calib, ptq=recipe.quantize)
+        with timed(run_dir, "explain"):
+            explain_report(report, artifacts, model, images, app, bool(explain), calib=calib, ptq=recipe.quantize)
     for entry in report.artifacts:
         entry["path"] = str(Path(entry["path"]).relative_to(run_dir))
     _, md = write_report(report, run_dir)
