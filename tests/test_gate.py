@@ -18,6 +18,9 @@ from edgevit.parity import DEFAULT_TOLERANCES, judge, metrics, run_all
 from edgevit.recipe import trained
 
 BACKENDS = {"executorch": "executorch_fp32.pte", "tflite": "tflite_fp32.tflite", "onnx": "onnx_fp32.onnx"}
+# the share of layers whose weights each file stores as such: all for ExecuTorch and ONNX; LiteRT folds each
+# LayerNorm's scale into the next matmul's weights (qkv, fc1), so those 16 of 29 exist only as products there
+PLANTABLE = {"executorch": 1.0, "onnx": 1.0, "tflite": 0.4}
 IMAGES = 120  # validation images per check (the gate's metrics need no more to show a planted layer)
 EPS = 0.01
 
@@ -86,7 +89,7 @@ def test_a_one_percent_error_in_any_single_layer_fails_the_fp32_gate(backend, ga
         (caught if _verdict(path, backend, x, labels, ref) else missed).append(name)
     layers = len(weight_tensors(model))
     print(f"{backend}: x{1 + EPS} planted in {len(planted)} of {layers} layers' weights, caught {len(caught)}")
-    assert len(planted) >= 0.6 * layers, f"{backend}: planted only {planted}"
+    assert len(planted) >= PLANTABLE[backend] * layers, f"{backend}: planted only {planted}"
     assert missed == [], f"{backend}: the fp32 gate passed these planted layers: {missed}"
 
 
