@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,6 @@ import pytest
 from edgevit.export import Artifact
 from edgevit.parity import (
     ParityConfig,
-    PeakRSS,
     Tolerance,
     check,
     judge,
@@ -83,13 +84,21 @@ def test_latency_is_a_distribution():
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_peak_rss_sees_a_transient_allocation():
-    with PeakRSS() as mem:
-        a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        del a
-    assert mem.mb is not None and 60 <= mem.mb < 200, mem.mb
-    with PeakRSS() as small:
-        np.ones(1000).sum()
-    assert small.mb < 16, small.mb  # the high-water mark was reset, not carried over
+    """In a fresh process: in a long-lived one (a test worker) the allocator may serve the 64 MiB from pages an
+    earlier test freed but kept resident, and the rise above the entry RSS reads 0 (documented on PeakRSS)."""
+    code = (
+        "import numpy as np\n"
+        "from edgevit.measure import PeakRSS\n"
+        "with PeakRSS() as mem:\n"
+        "    a = np.ones(64 * 2**20 // 8); del a  # 64 MiB, touched\n"
+        "with PeakRSS() as small:\n"
+        "    np.ones(1000).sum()\n"
+        "print(mem.mb, small.mb)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    big, small = float(out[-2]), float(out[-1])
+    assert 60 <= big < 200, big
+    assert small < 16, small  # the high-water mark was reset, not carried over
 
 
 def test_markdown_renders_a_schema_1_file():

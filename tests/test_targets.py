@@ -106,7 +106,7 @@ class _FakeTarget:
 
 
 class _FakeArtifact(Artifact):
-    def load(self, threads=1, compute_units=None):  # the signature of Artifact.load
+    def load(self, threads=1, compute_units=None, emulate=True):  # the signature of Artifact.load
         if self.backend == "coreml":
             raise NotRunnable("Core ML needs macOS")
         return lambda x: self.info["logits"][int(x[0, 0, 0, 0])][None]

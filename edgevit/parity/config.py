@@ -22,10 +22,11 @@ class Tolerance(BaseModel):
 
 # Float artifacts are judged on their logits' PSNR too: cosine cannot see a scaled layer (a classifier x1.05 keeps
 # every logit's direction), and an fp32 artifact that differs from PyTorch by 1e-2 is broken whatever its top-1 says.
-# Measured (docs/design-notes.md, "How tight the float gates are"): clean fp32 artifacts of every zoo family
-# (ExecuTorch, LiteRT, ONNX) reach 130-145 dB; the quickstart model with any one layer's weights x1.01 reads 54-89 dB;
-# Core ML fp16 (emulated) reads ~70 dB clean. 100 dB keeps a 30 dB margin from clean fp32 and catches every layer.
-FP32_MIN_PSNR_DB = 100.0
+# Measured (docs/design-notes.md, "How tight the float gates are"): clean fp32 artifacts of the zoo families
+# (ExecuTorch, LiteRT, ONNX) read 124-136 dB, an ill-conditioned digits ViT (a ridge-fitted head) 99.6 dB on ONNX
+# Runtime; the quickstart model with any one layer's weights x1.01 reads 54-77 dB (its pos_embed 71 dB). Core ML fp16
+# (emulated) reads 62-71 dB clean. 85 dB sits between the two with margins of ~8 and ~15 dB.
+FP32_MIN_PSNR_DB = 85.0
 FP16_MIN_PSNR_DB = 45.0
 
 DEFAULT_TOLERANCES = {
