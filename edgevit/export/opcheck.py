@@ -26,6 +26,7 @@ import torch
 
 from edgevit._utils import EdgeVitError, quiet
 from edgevit.backends import get_backend
+from edgevit.quantize.capture import export_program
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def unsupported_ops(model: torch.nn.Module, example: torch.Tensor, backend: str)
     b = get_backend(backend)
     try:
         with quiet():
-            ep = torch.export.export(model.eval(), (example,))
+            ep = export_program(model.eval(), example)  # shared with the export inside shared_capture()
     except Exception as e:
         raise EdgeVitError(f"torch.export could not capture the model for {backend}: {e}") from e
     found: dict[tuple[str, str], UnsupportedOp] = {}

@@ -28,7 +28,15 @@ quantizer, either by plain observer calibration (``method: pt2e``) or with NNCF'
 SmoothQuant and fast or full bias correction), so both paths produce the same kind of artifact.
 """
 
-from edgevit.quantize.capture import capture, is_quantized
+from edgevit.quantize.capture import capture, export_program, is_quantized, shared_capture
 from edgevit.quantize.ptq import CALIBRATED_PRECISIONS, PTQConfig, calibrate_pt2e
 
-__all__ = ["CALIBRATED_PRECISIONS", "PTQConfig", "calibrate_pt2e", "capture", "is_quantized"]
+__all__ = [
+    "CALIBRATED_PRECISIONS",
+    "PTQConfig",
+    "calibrate_pt2e",
+    "capture",
+    "export_program",
+    "is_quantized",
+    "shared_capture",
+]

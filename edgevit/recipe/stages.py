@@ -22,7 +22,7 @@ from edgevit.models import create_model, load_model, save_model
 from edgevit.parity import ParityReport, app_inputs, check, write_report
 from edgevit.parity.devices import get_device
 from edgevit.parity.explain import explain_report
-from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig
+from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig, shared_capture
 from edgevit.quantize.mixed import plan_mixed_precision
 from edgevit.quantize.qat import convert_qat, load_qat, train_qat
 from edgevit.recipe.config import Recipe, Target
@@ -288,7 +288,7 @@ def stage_export(
         plan.save(plan_path(run_dir))
         ptq = ptq.model_copy(update={"keep_float": list(dict.fromkeys(ptq.keep_float + plan.float_modules))})
     done = []
-    with progress_bar(progress) as bars:
+    with progress_bar(progress) as bars, shared_capture():  # the variants of this model share one torch.export
         task = bars.add_task("export", total=len(targets), info="")
         for t in targets:
             bars.update(task, info=f"{t.backend} {t.resolved_precision}")

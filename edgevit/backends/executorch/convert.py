@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from edgevit._utils import atomic_path, require
+from edgevit.backends.executorch import lowering
 from edgevit.backends.executorch.quantizer import quantizer
-from edgevit.quantize import PTQConfig, calibrate_pt2e, capture, is_quantized
+from edgevit.quantize import PTQConfig, calibrate_pt2e, capture, export_program, is_quantized
 
 
 def convert(
@@ -21,17 +22,15 @@ def convert(
     calib: torch.Tensor | None = None,
     ptq: PTQConfig | None = None,
 ) -> dict[str, Any]:
-    """Quantize (for int8 precisions), lower with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner``,
-    write a ``.pte``.
+    """Quantize (for int8 precisions), lower with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner`` (its fast
+    equivalent :func:`edgevit.backends.executorch.lowering.lower`: the same ``.pte``), write a ``.pte``.
 
     ``model`` may already be PT2E-converted (e.g. after QAT); then it is lowered as it is.
     Returns delegation facts: the number of XNNPACK partitions and the ops left outside the delegate
     (each runs on ExecuTorch's portable CPU kernels, and each partition boundary costs a copy).
     """
     require("executorch", "executorch")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: PLC0415
     from executorch.devtools.backend_debug import get_delegation_info  # noqa: PLC0415
-    from executorch.exir import to_edge_transform_and_lower  # noqa: PLC0415
 
     quant: dict[str, Any] = {}
     if precision != "fp32" and not is_quantized(model):
@@ -40,15 +39,15 @@ def convert(
             **(ptq or PTQConfig()).describe(),
             "calib_images": 0 if calib is None else len(calib),
         }
-    ep = prepare(model, example, precision, calib, ptq)
-    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    ep = prepare(model, example, precision, calib, ptq, decompose=False)
+    edge = lowering.lower(ep, XNNPACK_FRIENDLY_DECOMPOSITIONS)
     info = get_delegation_info(edge.exported_program().graph_module)
     outside = {
         op: b.non_delegated
         for op, b in sorted(info.delegation_by_operator.items())
         if b.non_delegated and op not in ("getitem",)
     }
-    program = edge.to_executorch()
+    program = lowering.to_executorch(edge)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         program.write_to_file(f)
     return {
@@ -66,14 +65,20 @@ def prepare(
     precision: str = "fp32",
     calib: torch.Tensor | None = None,
     ptq: PTQConfig | None = None,
+    decompose: bool = True,
 ) -> torch.export.ExportedProgram:
     """The program :func:`convert` lowers: PT2E-quantized with XNNPACK's quantizer for int8 precisions (unless
     ``model`` already is), exported and decomposed with the XNNPACK-friendly decompositions. The divergence finder
-    (:mod:`edgevit.backends.executorch.trace`) re-lowers this same program with intermediate outputs tapped."""
+    (:mod:`edgevit.backends.executorch.trace`) re-lowers this same program with intermediate outputs tapped.
+
+    ``decompose=False`` returns it before the decompositions (:func:`convert` leaves them to
+    :func:`~edgevit.backends.executorch.lowering.lower`, which runs them with ExecuTorch's own in one pass). The
+    capture is shared inside :func:`edgevit.quantize.shared_capture`."""
     if precision != "fp32" and not is_quantized(model):
         graph = capture(model, example)
         model = calibrate_pt2e(graph, quantizer(precision), calib, "executorch", progress=False, config=ptq)
-    return torch.export.export(model, (example,)).run_decompositions(XNNPACK_FRIENDLY_DECOMPOSITIONS)
+    ep = export_program(model, example)
+    return ep.run_decompositions(XNNPACK_FRIENDLY_DECOMPOSITIONS) if decompose else ep
 
 
 def layer_norm_via_mean(x, normalized_shape, weight=None, bias=None, eps=1e-5):

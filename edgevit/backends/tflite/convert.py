@@ -9,6 +9,7 @@ point and dequantises the logits with the output's, so callers always pass and g
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ def unsupported(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
     from litert_torch import fx_infra  # noqa: PLC0415 -- optional package
     from litert_torch.backend import lowerings  # noqa: PLC0415
 
+    ep = copy.deepcopy(ep)  # litert-torch edits the program in place; ``ep`` may be a capture shared with others
     ep = fx_infra.safe_run_decompositions(ep, fx_infra.decomp.pre_convert_decomp(), can_skip=False)
     ep = fx_infra.safe_run_decompositions(ep, fx_infra.decomp.pre_lower_decomp())
     return [
