@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from edgevit._utils import atomic_path, require
+from edgevit.export import executorch_lowering
 from edgevit.export.artifact import Runner
 from edgevit.quantize import PTQConfig
 
@@ -42,17 +43,15 @@ def export(
     calib: torch.Tensor | None = None,
     ptq: PTQConfig | None = None,
 ) -> dict[str, Any]:
-    """Quantize (for int8 precisions), lower with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner``,
-    write a ``.pte``.
+    """Quantize (for int8 precisions), lower with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner`` (its fast
+    equivalent :func:`edgevit.export.executorch_lowering.lower`: the same ``.pte``), write a ``.pte``.
 
     ``model`` may already be PT2E-converted (e.g. after QAT); then it is lowered as it is.
     Returns delegation facts: the number of XNNPACK partitions and the ops left outside the delegate
     (each runs on ExecuTorch's portable CPU kernels, and each partition boundary costs a copy).
     """
     require("executorch", "executorch")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
-    from executorch.exir import to_edge_transform_and_lower
 
     from edgevit.quantize import is_quantized
 
@@ -63,15 +62,15 @@ def export(
             **(ptq or PTQConfig()).describe(),
             "calib_images": 0 if calib is None else len(calib),
         }
-    ep = prepare(model, example, precision, calib, ptq)
-    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    ep = prepare(model, example, precision, calib, ptq, decompose=False)
+    edge = executorch_lowering.lower(ep, _XNNPACK_FRIENDLY_DECOMPOSITIONS)
     info = get_delegation_info(edge.exported_program().graph_module)
     outside = {
         op: b.non_delegated
         for op, b in sorted(info.delegation_by_operator.items())
         if b.non_delegated and op not in ("getitem",)
     }
-    program = edge.to_executorch()
+    program = executorch_lowering.to_executorch(edge)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         program.write_to_file(f)
     return {
@@ -89,16 +88,22 @@ def prepare(
     precision: str = "fp32",
     calib: torch.Tensor | None = None,
     ptq: PTQConfig | None = None,
+    decompose: bool = True,
 ) -> torch.export.ExportedProgram:
     """The program :func:`export` lowers: PT2E-quantized with XNNPACK's quantizer for int8 precisions (unless
     ``model`` already is), exported and decomposed with the XNNPACK-friendly decompositions. The divergence finder
-    (:mod:`edgevit.parity.explain`) re-lowers this same program with intermediate outputs tapped."""
-    from edgevit.quantize import calibrate_pt2e, capture, is_quantized
+    (:mod:`edgevit.parity.explain`) re-lowers this same program with intermediate outputs tapped.
+
+    ``decompose=False`` returns it before the decompositions (:func:`export` leaves them to
+    :func:`~edgevit.export.executorch_lowering.lower`, which runs them with ExecuTorch's own in one pass). The
+    capture is shared inside :func:`~edgevit.export.executorch_lowering.shared_capture`."""
+    from edgevit.quantize import calibrate_pt2e, is_quantized
 
     if precision != "fp32" and not is_quantized(model):
-        graph = capture(model, example)
+        graph = executorch_lowering.captured_module(model, example)
         model = calibrate_pt2e(graph, quantizer(precision), calib, "executorch", progress=False, config=ptq)
-    return torch.export.export(model, (example,)).run_decompositions(_XNNPACK_FRIENDLY_DECOMPOSITIONS)
+    ep = executorch_lowering.export_program(model, example)
+    return ep.run_decompositions(_XNNPACK_FRIENDLY_DECOMPOSITIONS) if decompose else ep
 
 
 def _layer_norm_via_mean(x, normalized_shape, weight=None, bias=None, eps=1e-5):
