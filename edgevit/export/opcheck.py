@@ -25,6 +25,7 @@ import torch
 
 from edgevit._utils import EdgeVitError, quiet
 from edgevit.export.artifact import backend_module
+from edgevit.export.executorch_lowering import export_program
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,12 @@ def unsupported_ops(model: torch.nn.Module, example: torch.Tensor, backend: str)
     mod = backend_module(backend)
     try:
         with quiet():
-            ep = torch.export.export(model.eval(), (example,))
+            # ExecuTorch's check only reads the program: it shares the capture (executorch_lowering.shared_capture)
+            ep = (
+                export_program(model.eval(), example)
+                if backend == "executorch"
+                else torch.export.export(model.eval(), (example,))
+            )
     except Exception as e:
         raise EdgeVitError(f"torch.export could not capture the model for {backend}: {e}") from e
     found: dict[tuple[str, str], UnsupportedOp] = {}
