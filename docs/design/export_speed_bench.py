@@ -17,6 +17,7 @@ outputs in ``executorch.runtime``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -57,12 +58,64 @@ def _timed(fn):
     }
 
 
+def _ablation(model: torch.nn.Module, x: torch.Tensor) -> list[dict]:
+    """The lowering + ``to_executorch`` of edgevit's program, adding the fast path's parts one at a time."""
+    import contextlib
+
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from edgevit.export import executorch_lowering as fast
+    from edgevit.export.executorch import _XNNPACK_FRIENDLY_DECOMPOSITIONS, prepare
+
+    real = {k: getattr(fast, k) for k in ("shared_provenance", "skip_noop_replays", "lazy_recompile")}
+    triggers = dict(fast._REWRITE_TRIGGERS)
+    steps = [
+        ("before: edgevit decomposition + to_edge_transform_and_lower", None),
+        ("lower(): one decomposition, one IR verification", ()),
+        ("+ shared_provenance (pytorch#193051)", ("shared_provenance",)),
+        ("+ skip_noop_replays, pure re-traces only", ("shared_provenance", "skip_noop_replays")),
+        ("+ rewrite-trigger table", ("shared_provenance", "skip_noop_replays", "triggers")),
+        ("+ lazy_recompile (all of it)", ("shared_provenance", "skip_noop_replays", "triggers", "lazy_recompile")),
+    ]
+    out = []
+    for name, on in steps:
+        for k, cm in real.items():
+            setattr(fast, k, cm if on is None or k in on else contextlib.nullcontext)
+        fast._REWRITE_TRIGGERS.clear()
+        if on is None or "triggers" in on:
+            fast._REWRITE_TRIGGERS.update(triggers)
+        if on is None:
+            buf, t = _timed(
+                lambda: (
+                    to_edge_transform_and_lower(prepare(model, x), partitioner=[XnnpackPartitioner()])
+                    .to_executorch()
+                    .buffer
+                )
+            )
+        else:
+            buf, t = _timed(
+                lambda: (
+                    fast.to_executorch(
+                        fast.lower(torch.export.export(model, (x,)), _XNNPACK_FRIENDLY_DECOMPOSITIONS)
+                    ).buffer
+                )
+            )
+        out.append({"step": name, "bytes_sha": hashlib.sha256(buf).hexdigest()[:16], **t})
+        print(f"{name:62s} {_fmt(t)}  sha {out[-1]['bytes_sha']}")
+    for k, cm in real.items():
+        setattr(fast, k, cm)
+    fast._REWRITE_TRIGGERS.update(triggers)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mobilevit_xxs")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--other-backends", action="store_true", help="also time tflite, coreml and onnx once")
+    ap.add_argument("--ablation", action="store_true", help="also add the fast path's parts one at a time (once each)")
     ap.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = ap.parse_args()
 
@@ -124,6 +177,8 @@ def main() -> None:
         f"cpu {doc['ratio_cpu_median']:.2f}; .pte identical to before: {doc['pte_identical_to_before']}, "
         f"max |out diff| {doc['max_abs_output_diff_vs_before']:.3g}"
     )
+    if args.ablation:
+        doc["ablation"] = _ablation(model, x)
     if args.other_backends:
         doc["other_backends"] = {}
         for backend, suffix in (("tflite", ".tflite"), ("coreml", ".mlpackage"), ("onnx", ".onnx")):
