@@ -38,7 +38,8 @@ writes ``parity.json`` (schema below) and ``report.md``.
                  "parts": [{"what": str, "how": "real" | "emulated", "note": str}],   # what stood in for the device
                  "profile": {...} | null,   # the device profile (edgevit/parity/profiles/NAME.yaml), if one was named
                  "ships": str | null,       # profiles: the artifact that device would ship (best passing by preference)
-                 ...}
+                 ...},
+      "cost": {...}                 # emulated ARM devices only: the cost profile section, see edgevit.parity.cost
     }
 
 Schema history: 2 added ``top5``, ``psnr_db``, ``kl_div``, ``peak_memory_mb``, the latency distribution and
@@ -70,6 +71,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgevit._utils import EdgeVitError, path_size, progress_bar, write_json_atomic, write_text_atomic
 from edgevit.export.artifact import Artifact, NotRunnable, RunFailed, Runner
+from edgevit.parity.cost import CostConfig, add_cost, render_cost_markdown
 
 SCHEMA_VERSION = 2
 EMULATORS = {"coreml": "edgevit.parity.coreml"}  # backend -> module whose runner(path) emulates it off-platform
@@ -132,6 +134,7 @@ class ParityConfig(BaseModel):
         default_factory=lambda: dict(DEFAULT_DEVICE_TOLERANCES),
         description="an emulated device's logits vs the host run of the same artifact, per precision",
     )
+    cost: CostConfig = Field(default_factory=CostConfig, description="ARM cost profile gates (edgevit.parity.cost)")
 
     @field_validator("tolerances", "device_tolerances", mode="before")
     @classmethod
@@ -165,6 +168,7 @@ class ParityReport:
     reference: dict[str, Any]
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     device: dict[str, Any] = field(default_factory=lambda: {"name": "host", "emulated": False})
+    cost: dict[str, Any] | None = None  # emulated ARM devices: how the artifacts were counted (edgevit.parity.cost)
 
     @property
     def passed(self) -> bool:
@@ -180,6 +184,7 @@ class ParityReport:
             "passed": self.passed,
             "artifacts": self.artifacts,
             "device": self.device,
+            **({"cost": self.cost} if self.cost else {}),
         }
 
 
@@ -566,6 +571,9 @@ def check(
             entry["failures"] += entry["vs_host"]["failures"]
         entry["passed"] = not entry["failures"]
         report.artifacts.append(entry)
+    if getattr(device, "cost_cpu", None):  # instructions per inference on the device's ARM core, and their gates
+        first = {str(a.path): a.feed(images[:1])[0] for a in artifacts}
+        add_cost(report, artifacts, first, device, config.cost, progress)
     if hasattr(device, "note_layouts"):  # the device's parts say which layout each artifact was fed
         device.note_layouts(report.artifacts)
         report.device["parts"] = device.to_json()["parts"]
@@ -771,7 +779,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             "backend, then precision, preference).",
             "",
         ]
-    return "\n".join(lines)
+    return "\n".join(lines) + render_cost_markdown(doc)
 
 
 def _profile_line(profile: dict[str, Any]) -> str:

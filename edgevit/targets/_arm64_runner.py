@@ -1,10 +1,15 @@
-"""Runs inside the emulated aarch64 Python (numpy + ai-edge-litert / onnxruntime only, no torch, no edgevit).
+"""Runs inside the emulated aarch64 Python (numpy and the runtimes only: no torch, no edgevit).
 
-usage: _arm64_runner.py BACKEND MODEL IMAGES.npy OUT.npy THREADS
+usage: _arm64_runner.py logits BACKEND MODEL IMAGES.npy OUT.npy THREADS
+       _arm64_runner.py count BACKEND MODEL IMAGE.npy RUNS MAPS.txt
 
-Runs MODEL on every ``[C, H, W]`` image of IMAGES at batch 1 and saves ``[N, K]`` float32 logits to OUT,
-printing ``done I`` after each image. The LiteRT branch mirrors ``edgevit.export.tflite.load`` (int8 input and
-output tensors quantised with their own scale and zero point), the ONNX one ``edgevit.export.onnx.load``.
+``logits`` runs MODEL on every ``[C, H, W]`` image of IMAGES at batch 1 and saves ``[N, K]`` float32 logits to OUT,
+printing ``done I`` after each image. ``count`` runs MODEL RUNS times on the one image of IMAGE.npy on one thread
+(the counting plugin counts what executes; see :mod:`edgevit.targets.cost`), then writes the process's memory
+map (``/proc/self/maps``, as QEMU presents it to the guest) to MAPS, which attributes each counted block to the
+library it lies in. The LiteRT branch mirrors ``edgevit.export.tflite.load`` (int8 input and output tensors
+quantised with their own scale and zero point), the ONNX one ``edgevit.export.onnx.load``, the ExecuTorch one
+``edgevit.export.executorch.load`` (on ``executorch_numpy_runtime``: see :mod:`edgevit.targets.executorch_runtime`).
 """
 
 import sys
@@ -47,15 +52,37 @@ def onnx(path, threads):
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+def executorch(path, threads):
+    # no thread setting: ExecuTorch sizes its threadpool from the CPUs the sysroot presents (one)
+    import executorch_numpy_runtime as en
+
+    method = en.Runtime.get().load_program(path).load_method("forward")
+    return lambda x: method([np.ascontiguousarray(x, dtype=np.float32)])[0]  # outputs are fresh copies
+
+
+RUNTIMES = {"tflite": tflite, "onnx": onnx, "executorch": executorch}
+
+
 def main():
-    backend, model, images, out, threads = sys.argv[1:6]
-    run = {"tflite": tflite, "onnx": onnx}[backend](model, int(threads))
-    images = np.load(images)
-    logits = []
-    for i, img in enumerate(images):
-        logits.append(np.asarray(run(img[None]), dtype=np.float32).reshape(-1))
-        print(f"done {i + 1}", flush=True)
-    np.save(out, np.stack(logits))
+    mode, backend, model = sys.argv[1:4]
+    if mode == "logits":
+        images, out, threads = sys.argv[4:7]
+        run = RUNTIMES[backend](model, int(threads))
+        logits = []
+        for i, img in enumerate(np.load(images)):
+            logits.append(np.asarray(run(img[None]), dtype=np.float32).reshape(-1))
+            print(f"done {i + 1}", flush=True)
+        np.save(out, np.stack(logits))
+    elif mode == "count":
+        image, runs, maps = sys.argv[4:7]
+        run = RUNTIMES[backend](model, 1)
+        x = np.load(image)[None]
+        for _ in range(int(runs)):
+            run(x)
+        with open("/proc/self/maps") as src, open(maps, "w") as dst:
+            dst.write(src.read())
+    else:
+        sys.exit(f"unknown mode {mode!r}")
 
 
 if __name__ == "__main__":
