@@ -37,7 +37,9 @@ def test_bundled_profiles_load_and_are_listed():
     assert iphone.backends == ["coreml"] and iphone.precisions[0] == "fp16" and iphone.compute_units == "CPU_AND_NE"
     pi = get_profile("raspberry-pi")
     assert pi.arm64_target == "android-arm64" and pi.threads == 4 and set(pi.backends) == {"tflite", "onnx"}
-    cores = {name: get_profile(name).qemu_cpu for name in ("android-a55", "android-a76", "android-a710", "raspberry-pi")}
+    cores = {
+        name: get_profile(name).qemu_cpu for name in ("android-a55", "android-a76", "android-a710", "raspberry-pi")
+    }
     assert cores == {  # each counted on its own core's QEMU model (XNNPACK picks kernels from its features)
         "android-a55": "cortex-a55",
         "android-a76": "cortex-a76",
