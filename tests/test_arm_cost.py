@@ -86,6 +86,31 @@ def test_cost_gates_judge_int8_against_its_own_fp32_and_budgets():
     assert "## ARM cost profile (cortex-a76)" in md and "| executorch | int8 | 9.000 | 9.000 | issue |" in md
 
 
+def test_counting_emulator_build_names_what_is_missing(monkeypatch):
+    """Setup on a host without ninja and glib's headers says which, and the apt command that installs them."""
+    import shutil as sh
+    import subprocess
+
+    from edgevit._utils import EdgeVitError
+    from edgevit.targets import qemu_build
+
+    which = sh.which
+    monkeypatch.setattr(qemu_build.shutil, "which", lambda tool: None if tool == "ninja" else which(tool))
+    real_run = subprocess.run
+
+    def no_glib(cmd, *a, **kw):
+        if cmd[:2] == ["pkg-config", "--exists"]:
+            return subprocess.CompletedProcess(cmd, 1)
+        return real_run(cmd, *a, **kw)
+
+    monkeypatch.setattr(qemu_build.subprocess, "run", no_glib)
+    missing = dict(qemu_build.missing_prerequisites())
+    assert missing["ninja"] == "ninja-build" and missing["glib-2.0 headers"] == "libglib2.0-dev"
+    with pytest.raises(EdgeVitError, match=r"needs ninja, glib-2.0 headers, gmodule-2.0 headers, not found.*"
+                       r"`apt-get install libglib2.0-dev ninja-build`"):  # fmt: skip
+        qemu_build.check_prerequisites()
+
+
 # --- on the emulated target (slow) --------------------------------------------------------------------------------
 
 LINEARS = ["blocks.0.attn", "blocks.0.mlp", "blocks.1.attn", "blocks.1.mlp"]  # the digits ViT's linear layers
