@@ -147,7 +147,7 @@ def test_executorch_litert_onnx_agree_and_are_profiled_on_arm64(et_run):
         print(
             f"{backend} {precision}: ARM64 vs x86 max abs {host['max_abs_err']:.2e} agreement {host['agreement']:.4f}"
             f"; {cost['instructions'] / 1e6:.3f} M instructions, {cost['cycles']['cycles'] / 1e6:.3f} M est. "
-            f"cycles ({cost['cycles']['bound_by']}), startup {cost['startup_instructions'] / 1e6:.0f} M"
+            f"cycles ({cost['cycles']['bound_by']}), whole process {cost['process_instructions'] / 1e6:.0f} M"
         )
         assert a["passed"] and a["execution"] == "emulated device android-arm64", a["failures"]
         if precision == "fp32":  # the same graph on NEON kernels (ExecuTorch: 1.3.1's runtime vs the host's 1.5.1)
@@ -162,8 +162,12 @@ def test_executorch_litert_onnx_agree_and_are_profiled_on_arm64(et_run):
             rows[backend, "int8"]["cost"]["mix"]["sdot/udot"] > 0 == rows[backend, "fp32"]["cost"]["mix"]["sdot/udot"]
         )
         assert rows[backend, "fp32"]["cost"]["mix"]["fmla/fmul"] > rows[backend, "int8"]["cost"]["mix"]["fmla/fmul"]
-    kinds = {(r["a"], r["b"]) for r in doc["cost"]["ratios"]}
-    assert ("executorch int8", "executorch fp32") in kinds and ("executorch fp32", "tflite fp32") in kinds
+    pairs = {frozenset((r["a"], r["b"])): r for r in doc["cost"]["ratios"]}
+    int8_vs_fp32 = pairs[frozenset(("executorch int8", "executorch fp32"))]
+    assert (
+        int8_vs_fp32["cycles"] <= CostConfig().max_int8_vs_fp32
+        and frozenset(("executorch fp32", "tflite fp32")) in pairs
+    )
     assert doc["cost"]["cpu"] == "cortex-a76" and doc["cost"]["core"]["simd"] == 2
     versions = doc["device"]["versions"]
     assert (
@@ -180,7 +184,8 @@ def test_executorch_litert_onnx_agree_and_are_profiled_on_arm64(et_run):
 @pytest.mark.slow
 def test_two_runs_of_one_artifact_give_identical_counts(et_run, arm64_target):
     """The counts are exact: the same artifact counted twice (fresh processes, fresh temp dirs) gives the same
-    instruction total, mix and per-process totals, to the instruction."""
+    per-inference instructions, mix and window totals, to the instruction (LiteRT and ExecuTorch; ONNX Runtime's
+    repeat to ~0.1 %, see edgevit.targets.cost)."""
     from edgevit.data import digits
     from edgevit.targets.cost import measure
 
@@ -188,8 +193,9 @@ def test_two_runs_of_one_artifact_give_identical_counts(et_run, arm64_target):
     for name in ("executorch_int8.pte", "tflite_fp32.tflite"):
         backend = "executorch" if name.endswith(".pte") else "tflite"
         a, b = (measure(arm64_target, backend, et_run / "artifacts" / name, image, "cortex-a76") for _ in range(2))
-        print(f"{name}: runs {a['runs']} and {b['runs']}; per inference {a['instructions']:.0f}")
-        assert a["runs"] == b["runs"] and a["instructions"] == b["instructions"] and a["mix"] == b["mix"]
+        print(f"{name}: windows {a['window_instructions']} and {b['window_instructions']}")
+        assert a["window_instructions"] == b["window_instructions"] and a["mix"] == b["mix"]
+        assert a["instructions"] == b["instructions"] and a["functions"] == b["functions"]
 
 
 @pytest.mark.slow

@@ -4,14 +4,16 @@ usage: _arm64_runner.py logits BACKEND MODEL IMAGES.npy OUT.npy THREADS
        _arm64_runner.py count BACKEND MODEL IMAGE.npy RUNS MAPS.txt
 
 ``logits`` runs MODEL on every ``[C, H, W]`` image of IMAGES at batch 1 and saves ``[N, K]`` float32 logits to OUT,
-printing ``done I`` after each image. ``count`` runs MODEL RUNS times on the one image of IMAGE.npy on one thread
-(the counting plugin counts what executes; see :mod:`edgevit.targets.cost`), then writes the process's memory
-map (``/proc/self/maps``, as QEMU presents it to the guest) to MAPS, which attributes each counted block to the
+printing ``done I`` after each image. ``count`` runs MODEL once on the one image of IMAGE.npy (warm-up), then
+marks an empty counting window and a window around RUNS more runs, on one thread (the counting plugin counts what
+executes in them; see :mod:`edgevit.targets.cost`), then writes the process's memory map (``/proc/self/maps``,
+as QEMU presents it to the guest) to MAPS, which attributes each counted block to the
 library it lies in. The LiteRT branch mirrors ``edgevit.export.tflite.load`` (int8 input and output tensors
 quantised with their own scale and zero point), the ONNX one ``edgevit.export.onnx.load``, the ExecuTorch one
 ``edgevit.export.executorch.load`` (on ``executorch_numpy_runtime``: see :mod:`edgevit.targets.executorch_runtime`).
 """
 
+import os
 import sys
 
 import numpy as np
@@ -47,6 +49,9 @@ def onnx(path, threads):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # no spin-waiting worker: a spinning thread executes a timing-dependent number of instructions
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -61,6 +66,16 @@ def executorch(path, threads):
 
 
 RUNTIMES = {"tflite": tflite, "onnx": onnx, "executorch": executorch}
+# The counting plugin (plugins/count.c) watches write(MARK_FD, buf, 1 or 2): open or close a counting window on this
+# thread. Nothing is open at that descriptor, so the call only fails with EBADF.
+MARK_FD, OPEN, CLOSE = 0x7FFFFFF0, b"o", b"cc"
+
+
+def mark(what):
+    try:
+        os.write(MARK_FD, what)
+    except OSError:
+        pass
 
 
 def main():
@@ -77,8 +92,13 @@ def main():
         image, runs, maps = sys.argv[4:7]
         run = RUNTIMES[backend](model, 1)
         x = np.load(image)[None]
+        run(x)  # warm-up: the first inference packs weights and plans memory
+        mark(OPEN)
+        mark(CLOSE)  # window 0: the markers' own cost
+        mark(OPEN)
         for _ in range(int(runs)):
             run(x)
+        mark(CLOSE)  # window 1: the inferences
         with open("/proc/self/maps") as src, open(maps, "w") as dst:
             dst.write(src.read())
     else:

@@ -6,18 +6,25 @@ features QEMU's ``-cpu`` model reports, as it does on the phone). :func:`measure
 counting emulator (QEMU user-mode with edgevit's plugin, :mod:`edgevit.targets.qemu_build`), which counts how often
 each translation block executes; capstone decodes the blocks into a count per mnemonic.
 
-Determinism (measured: two runs give identical counts, ``tests/test_arm_cost.py``): the guest gets only a fixed
-environment (``env -i`` plus ``PYTHONHASHSEED=0``, one BLAS/OpenMP thread, no bytecode writes), ``-R 16G`` (a
-fixed guest address space, so every library maps at the same address), ``-seed 0``, one runtime thread and one CPU
-in its sysroot (``sys/devices/system/cpu/{possible,present,online}`` = ``0``, else ExecuTorch's threadpool starts
-a worker), and fixed file names. Start-up (interpreter, imports, loading, the first run's weight packing) is
-removed by difference: per-inference cost = (count after 3 runs - count after 1 run) / 2.
+Per-inference cost: the guest runner runs the model once (warm-up: loading, first-run weight packing), then marks
+two counting windows with a marker system call the plugin watches: an empty one (the markers' own cost) and one
+around ``runs`` (2) inferences. Per inference = (second window - first window) / runs, counted on the thread that
+opened the windows only. Determinism (measured: two runs of a LiteRT or ExecuTorch artifact give identical counts,
+``tests/test_arm_cost.py``): the guest gets only a fixed environment (``env -i`` plus ``PYTHONHASHSEED=0``, one
+BLAS/OpenMP thread, no bytecode writes), ``-R 16G`` (a fixed guest address space, so every library maps at the same
+address), ``-seed 0``, one runtime thread and one CPU in its sysroot (``sys/devices/system/cpu/{possible,present,
+online}`` = ``0``, else ExecuTorch's threadpool starts a worker), and fixed file names. The windows are what make it
+exact: whole-process counts are not (measured here: ExecuTorch logs lines with a wall-clock timestamp at load, a few
+hundred instructions that vary with the time; ONNX Runtime's other threads wake from timed waits, ~3 M instructions
+that vary run to run), so the difference of whole 1- and 3-inference processes, as first planned, did not repeat.
+ONNX Runtime's window counts still vary by ~0.1 % (a few thousand instructions in glibc's malloc: ``import
+onnxruntime`` starts a thread whose timing changes the allocator's state); LiteRT's and ExecuTorch's do not.
 
 What a count is not: latency. The same instructions take different time on different cores, and cache misses,
 dependency chains and memory bandwidth are invisible here. :func:`estimate_cycles` turns the mix into a
 throughput bound for one core from a per-core table of issue width and pipe counts (:data:`CORES`, sources cited
 there): the fewest cycles the core's pipes allow, a first-order estimate for ratios on one core (int8 vs fp32,
-one runtime vs another), not milliseconds. Published cycle-approximate simulators reach 6-17 % error only after
+one runtime vs another), not milliseconds. Published cycle-approximate simulators reach 7-17 % error only after
 calibration on the real core, and basic-block throughput models (llvm-mca style) 9-36 % (see
 ``docs/guides/arm-cost.md``).
 """
@@ -39,7 +46,7 @@ import numpy as np
 
 from edgevit._utils import EdgeVitError, require
 
-RUNS = (1, 3)  # per-inference cost = (count at 3 runs - count at 1 run) / 2
+RUNS = 2  # inferences inside the counted window (after one warm-up inference)
 
 # The arithmetic mix: each instruction falls in the first class whose test matches (so the classes sum to the
 # total). Mnemonics as capstone prints them.
@@ -169,14 +176,30 @@ def measure(
 
     Returns ``{"cpu", "instructions", "mix": {class: count}, "mnemonics": {top mnemonics}, "cycles":
     estimate_cycles(...), "libraries": {library: instructions}, "functions": [{"function", "library",
-    "instructions", "mix"}] (the ``top`` costliest), "runs": {"1": total, "3": total}, "startup_instructions"}``,
-    counts per inference (floats: a difference of two runs halved).
+    "instructions", "mix"}] (the ``top`` costliest), "runs": RUNS, "window_instructions": {"markers", "inferences"},
+    "process_instructions"}``, counts per inference (floats: a window of RUNS inferences divided by RUNS).
+    ``process_instructions`` (the whole process, all threads: start-up, loading) is informative and not exact.
 
     Raises:
         EdgeVitError: the counting emulator is not set up, or capstone is not installed.
         RunFailed: the runtime failed under the counting emulator.
     """
     require("capstone", "arm")
+    ((blocks, maps),) = count_blocks(target, backend, model, image, cpu)
+    return profile(blocks, maps, cpu, top)
+
+
+def count_blocks(
+    target, backend: str, model: str | Path, image: np.ndarray, cpu: str, copies: int = 1, runs: int = RUNS
+) -> list[tuple[dict[tuple[int, str], tuple[int, ...]], list[tuple[int, int, int, str]]]]:
+    """Run ``copies`` counting processes (in parallel) of ``model`` on ``image``: one warm-up inference, an empty
+    window, a window of ``runs`` inferences. For each process: the executed blocks ``{(guest address, code hex):
+    (total, window 0, window 1)}`` (:func:`read_blocks`) and its memory map (:func:`read_maps`).
+
+    Raises EdgeVitError (not set up) or RunFailed (the runtime failed, or the windows were not marked).
+    """
+    from edgevit.export.artifact import RunFailed
+
     target.ensure_ready()
     with tempfile.TemporaryDirectory(prefix="edgevit-count-") as tmp:
         work = Path(tmp)
@@ -184,28 +207,35 @@ def measure(
         shutil.copyfile(model, work / name)
         np.save(work / "image.npy", np.ascontiguousarray(image, dtype=np.float32))
 
-        def one(n: int):
-            d = work / f"run{n}"  # each run in a directory of the same name length: the same guest work
+        def one(i: int):
+            d = work / f"run{i}"  # every process in a directory of the same name length: the same guest work
             d.mkdir()
             (d / name).symlink_to(work / name)
             (d / "image.npy").symlink_to(work / "image.npy")
-            args = ["count", backend, name, "image.npy", str(n), "maps.txt"]
+            args = ["count", backend, name, "image.npy", str(runs), "maps.txt"]
             proc = target.guest(args, d, cpu=cpu, plugin_out="blocks.txt", progress=False)
             target.raise_failed(proc, backend, d / "blocks.txt")
-            return read_blocks(d / "blocks.txt"), read_maps(d / "maps.txt")
+            blocks = read_blocks(d / "blocks.txt")
+            if any(len(c) != 3 for c in list(blocks.values())[:1]):
+                raise RunFailed(f"{backend} on {target.name}: the counting windows were not marked")
+            return blocks, read_maps(d / "maps.txt")
 
-        with ThreadPoolExecutor(len(RUNS)) as pool:  # the two runs are independent: use two host cores
-            (b1, _), (b3, maps) = pool.map(one, RUNS)
-    return profile(b1, b3, maps, cpu, top)
+        with ThreadPoolExecutor(copies) as pool:  # independent processes: use the host's cores
+            return list(pool.map(one, range(copies)))
 
 
-def read_blocks(path: Path) -> dict[tuple[int, str], int]:
-    """The counting plugin's output: ``{(guest address, code hex): executions}``."""
-    out: dict[tuple[int, str], int] = {}
+def read_blocks(path: Path) -> dict[tuple[int, str], tuple[int, ...]]:
+    """The counting plugin's output: ``{(guest address, code hex): (total executions, window 0, window 1, ...)}``."""
+    out: dict[tuple[int, str], tuple[int, ...]] = {}
     with open(path) as f:
         for line in f:
-            addr, count, code = line.split()
-            out[(int(addr, 16), code)] = out.get((int(addr, 16), code), 0) + int(count)
+            if line.startswith("#"):
+                continue
+            addr, *counts, code = line.split()
+            key = (int(addr, 16), code)
+            old = out.get(key)
+            new = tuple(int(c) for c in counts)
+            out[key] = new if old is None else tuple(a + b for a, b in zip(old, new, strict=True))
     return out
 
 
@@ -243,24 +273,24 @@ def _disassembler():
 
 
 def profile(
-    blocks1: dict[tuple[int, str], int],
-    blocks3: dict[tuple[int, str], int],
+    blocks: dict[tuple[int, str], tuple[int, ...]],
     maps: list[tuple[int, int, int, str]],
     cpu: str,
     top: int = 12,
+    runs: int = RUNS,
 ) -> dict[str, Any]:
-    """The per-inference profile from the block counts of a 1-run and a 3-run process (see :func:`measure`)."""
-    half = RUNS[1] - RUNS[0]
+    """The per-inference profile from one counting process's blocks (see :func:`measure`): window 1 (``runs``
+    inferences) minus window 0 (the markers alone), divided by ``runs``."""
     mix: Counter[str] = Counter()
     mnemonics: Counter[str] = Counter()
     by_function: dict[tuple[str, str], Counter[str]] = {}
     starts = [m[0] for m in maps]
-    totals = {str(n): 0 for n in RUNS}
-    for n, blocks in zip(RUNS, (blocks1, blocks3), strict=True):
-        totals[str(n)] = sum(c * (len(code) // 8) for (_, code), c in blocks.items())
+    n_insns = {key: len(key[1]) // 8 for key in blocks}  # A64: 4 bytes = 8 hex digits an instruction
+    process = sum(c[0] * n_insns[k] for k, c in blocks.items())
+    windows = [sum(c[w] * n_insns[k] for k, c in blocks.items()) for w in (1, 2)]
     unnamed: dict[str, list] = {}  # library -> [(start, end, mix, ends with ret)] of blocks no symbol covers
-    for key in blocks1.keys() | blocks3.keys():
-        diff = blocks3.get(key, 0) - blocks1.get(key, 0)
+    for key, counts in blocks.items():
+        diff = counts[2] - counts[1]
         if diff == 0:
             continue
         addr, code = key
@@ -285,8 +315,9 @@ def profile(
             region_end, returned = max(region_end, end), ret
             acc.update(block)
         by_function.setdefault((lib, f"{lib}+{region_start:#x}"), Counter()).update(acc)
+    half = runs
     per = {k: mix.get(k, 0) / half for k in CLASSES}
-    instructions = (totals[str(RUNS[1])] - totals[str(RUNS[0])]) / half
+    instructions = (windows[1] - windows[0]) / half
     libraries: Counter[str] = Counter()
     for (lib, _), c in by_function.items():
         libraries[lib] += sum(c.values()) / half
@@ -307,8 +338,9 @@ def profile(
             }
             for (lib, name), c in functions
         ],
-        "runs": totals,
-        "startup_instructions": totals[str(RUNS[0])] - instructions,
+        "runs": runs,
+        "window_instructions": {"markers": windows[0], "inferences": windows[1]},
+        "process_instructions": process,
     }
 
 
