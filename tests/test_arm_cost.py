@@ -63,10 +63,10 @@ def _entry(backend, precision, cycles, instructions=None):
 
 def test_cost_gates_judge_int8_against_its_own_fp32_and_budgets():
     entries = [
+        _entry("tflite", "fp32", 12e6),  # the wrong fp32 reference for executorch int8 would pass it (0.75)
+        _entry("tflite", "int8", 4e6),
         _entry("executorch", "fp32", 10e6),
         _entry("executorch", "int8", 9e6),  # 0.9 of its fp32: the planted-slow-down shape
-        _entry("tflite", "fp32", 10e6),
-        _entry("tflite", "int8", 4e6),
     ]
     failures = judge_cost(entries, CostConfig(max_int8_vs_fp32=0.8), "android-a76")
     assert list(failures) == ["executorch_int8"]
@@ -77,7 +77,7 @@ def test_cost_gates_judge_int8_against_its_own_fp32_and_budgets():
     assert set(by_device) == {"executorch_fp32", "executorch_int8", "tflite_fp32"}
     rows = {(r["a"], r["b"]): r for r in ratios(entries)}
     assert rows["executorch int8", "executorch fp32"]["cycles"] == pytest.approx(0.9)
-    assert rows["executorch int8", "tflite int8"]["cycles"] == pytest.approx(2.25)
+    assert rows["tflite int8", "executorch int8"]["cycles"] == pytest.approx(4 / 9)
     doc = {"cost": {"cpu": "cortex-a76", "core": None, "config": CostConfig().model_dump(), "ratios": ratios(entries)}}
     doc["artifacts"] = [e | {"cost": e["cost"] | {"mnemonics": {}, "functions": []}} for e in entries]
     for e in doc["artifacts"]:
