@@ -57,7 +57,9 @@ class CostConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="count each artifact on an emulated ARM device (one more emulated process each)")
+    enabled: bool = Field(
+        True, description="count each artifact on an emulated ARM device (one more emulated run each)"
+    )
     metric: Literal["cycles", "instructions"] = Field("cycles", description="what the gates compare")
     max_int8_vs_fp32: float | None = Field(
         0.8,
