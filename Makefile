@@ -6,7 +6,7 @@ STAMP := $(VENV)/.edgevit-installed
 RUN ?= runs/quickstart
 LOGS := build/logs
 
-.PHONY: demo test test-fast lint clean browser toolchains
+.PHONY: demo test test-fast lint clean browser toolchains armbuild
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ demo: $(STAMP)  ## train -> int8 -> export to every backend -> parity report, on
 # The whole suite, slow end-to-end tests and both demo apps' cores included (what CI runs): lint, then pytest on
 # 2 workers (pytest-xdist). The apps' toolchains (Kotlin, a Swift root) start installing in the background first,
 # while pip installs; their tests wait for them and fail loudly if an install failed (logs in build/logs/).
-test: toolchains $(STAMP) browser lint
+test: toolchains $(STAMP) browser armbuild lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25  # the slowest 25: where CI time goes
 
 test-fast: $(STAMP) browser  ## the inner loop: skips the end-to-end pipeline tests and the app cores
@@ -49,6 +49,23 @@ browser:  ## a headless Chromium for the report.html browser test
 	else \
 	  echo "note: no headless Chromium; the report.html browser test will skip. Install one with"; \
 	  echo "  sudo apt-get install chromium-headless-shell   (Debian)   or set EDGEVIT_BROWSER=/path/to/chrome"; \
+	fi
+
+# The android-arm64 target builds its counting emulator (QEMU with plugins) from source on first use: it needs a C
+# compiler, ninja, pkg-config and glib's headers. Installed from apt when root on Debian/Ubuntu and missing;
+# otherwise `edgevit target setup android-arm64` (and the tests that use it) name what is missing.
+ARM_BUILD_PKGS := gcc ninja-build pkg-config libglib2.0-dev
+armbuild:  ## build tools for the emulated ARM64 target's counting emulator
+	@command -v cc >/dev/null 2>&1 && command -v ninja >/dev/null 2>&1 && pkg-config --exists gmodule-2.0 2>/dev/null \
+	&& exit 0; \
+	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(ARM_BUILD_PKGS) from apt (to build the android-arm64 counting emulator)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $(ARM_BUILD_PKGS) >/dev/null 2>&1 \
+	  || { apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+	       apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $(ARM_BUILD_PKGS) >/dev/null 2>&1; } \
+	  || echo "warning: could not install $(ARM_BUILD_PKGS); android-arm64 setup will say what is missing"; \
+	else \
+	  echo "note: android-arm64's counting emulator needs: sudo apt-get -o DPkg::Lock::Timeout=900 install $(ARM_BUILD_PKGS)"; \
 	fi
 
 lint: $(STAMP)  ## ruff check (PLC0415: imports at the top, so import circles show) and ruff format

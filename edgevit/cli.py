@@ -88,18 +88,35 @@ def bench_cmd(
         ["fp32"], "--precision", "-p", help="Repeatable: fp32 (each backend's float), int8, int8-dynamic, ..."
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the results as JSON here."),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        help="Count instead of time, on an emulated ARM core: android-arm64, or a profile with an arm64_target "
+        "(android-a55, android-a76, android-a710, raspberry-pi); ExecuTorch, LiteRT, ONNX Runtime side by side.",
+    ),
+    keep: Path | None = typer.Option(None, "--keep", help="With --device: keep (and reuse) the artifacts here."),
 ) -> None:
     """Latency of each model in eager PyTorch, ExecuTorch, LiteRT and ONNX Runtime, measured in one run.
 
     Prints median/p90 at the same thread count, the ratio to LiteRT fp32 and to the backend's own float
     artifact, file size, and achieved GFLOP/s against the fp32 GEMM peak measured in the same run. Weights
     are random and perturbed away from the initialisation (a converter folds zero-initialised residual branches,
-    which would flatter it); backends are timed in interleaved rounds.
+    which would flatter it); backends are timed in interleaved rounds. With --device: instructions and estimated
+    cycles per inference on that ARM core instead (edgevit.bench.device), e.g. `-p fp32 -p int8`.
     """
     from edgevit._utils import write_json_atomic
     from edgevit.bench import bench, render_markdown
 
     precisions = tuple(p.value for p in precision)
+    if device:
+        from edgevit.bench.device import bench_device
+        from edgevit.bench.device import render_markdown as render_device
+
+        doc = bench_device(models, device, img_size=img_size, precisions=precisions, keep=keep)
+        typer.echo(render_device(doc))
+        if out:
+            write_json_atomic(out, doc)
+        return
     doc = bench(models, img_size=img_size, threads=threads, warmup=warmup, runs=runs, precisions=precisions)
     typer.echo(render_markdown(doc))
     if out:

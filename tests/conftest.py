@@ -121,6 +121,22 @@ def quickstart_run(tmp_path_factory):
     return shared_run(tmp_path_factory, "quickstart", build)
 
 
+@pytest.fixture(scope="session")
+def arm64_target():
+    """``edgevit target setup android-arm64`` into the default cache (``$EDGEVIT_CACHE`` or ~/.cache/edgevit), which
+    persists: only the first run on a machine downloads the sysroot and wheels and builds the counting emulator
+    (QEMU with plugins, ~5 min of CPU); later sessions find it set up. Returns the target."""
+    import time
+
+    from edgevit.targets import get_target
+
+    t0 = time.perf_counter()
+    proc = edgevit_cli("target", "setup", "android-arm64", timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"\nandroid-arm64 setup: {time.perf_counter() - t0:.1f} s ({proc.stderr.strip().splitlines()[-1]})")
+    return get_target("android-arm64")
+
+
 # One small digits ViT trained and exported once per session for every end-to-end parity test (device profiles, the
 # emulated ARM64 target, the mutation suite). The union of what those tests need: 2 blocks of width 64 (~1.5 M MACs,
 # so emulated ARM64 kernels take seconds), 10 epochs (>= 85% top-1, real predictions for the mutation faults), 360

@@ -17,13 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def arm64_ready():
-    """``edgevit target setup android-arm64`` into the default cache (``$EDGEVIT_CACHE`` or ~/.cache/edgevit),
-    which persists, so only the first run on a machine downloads."""
-    t0 = time.perf_counter()
-    proc = edgevit_cli("target", "setup", "android-arm64", timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    print(f"\nandroid-arm64 setup: {time.perf_counter() - t0:.1f} s ({proc.stderr.strip().splitlines()[-1]})")
+def arm64_ready(arm64_target):
+    """The target set up once per session (``arm64_target`` in conftest.py); setting it up again is a no-op."""
     again = edgevit_cli("target", "setup", "android-arm64")
     assert again.returncode == 0 and "already set up" in again.stderr, again.stderr[-2000:]
 

@@ -24,7 +24,7 @@ from edgevit.parity.devices import (
     load_profile,
 )
 
-PROFILES = ["android-midrange", "iphone", "raspberry-pi"]
+PROFILES = ["android-a55", "android-a710", "android-a76", "android-midrange", "iphone", "raspberry-pi"]
 
 
 def test_bundled_profiles_load_and_are_listed():
@@ -37,12 +37,21 @@ def test_bundled_profiles_load_and_are_listed():
     assert iphone.backends == ["coreml"] and iphone.precisions[0] == "fp16" and iphone.compute_units == "CPU_AND_NE"
     pi = get_profile("raspberry-pi")
     assert pi.arm64_target == "android-arm64" and pi.threads == 4 and set(pi.backends) == {"tflite", "onnx"}
+    cores = {
+        name: get_profile(name).qemu_cpu for name in ("android-a55", "android-a76", "android-a710", "raspberry-pi")
+    }
+    assert cores == {  # each counted on its own core's QEMU model (XNNPACK picks kernels from its features)
+        "android-a55": "cortex-a55",
+        "android-a76": "cortex-a76",
+        "android-a710": "cortex-a710",
+        "raspberry-pi": "cortex-a76",
+    }
 
 
 def test_unknown_profile_names_the_known_ones():
     with pytest.raises(EdgeVitError, match=r"unknown device 'pixel'.*android-midrange, iphone, raspberry-pi"):
         get_device("pixel")
-    with pytest.raises(EdgeVitError, match=r"unknown device profile 'pixel'; choose one of android-midrange"):
+    with pytest.raises(EdgeVitError, match=r"unknown device profile 'pixel'; choose one of android-a55, android-a710"):
         get_profile("pixel")
 
 
@@ -55,6 +64,7 @@ def test_unknown_profile_names_the_known_ones():
         ("precisions: [int4]", "device profile key 'precisions': Value error, unknown precision 'int4'"),
         ("threads: 0", "device profile key 'threads': Input should be greater than or equal to 1"),
         ("arm64_target: pi-zero", "device profile key 'arm64_target': Value error, unknown emulated target"),
+        ("qemu_cpu: cortex-x1", "device profile key 'qemu_cpu': Value error, unknown QEMU CPU with a cycle table"),
     ],
 )
 def test_a_bad_profile_key_is_named(tmp_path, body, error):

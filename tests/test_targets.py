@@ -56,13 +56,17 @@ def test_registry_and_default_cache(monkeypatch, tmp_path):
 
 
 def test_wheels_match_the_host_runtimes(tmp_path):
+    from edgevit.targets import executorch_runtime
+
     t = get_target("android-arm64", tmp_path)
-    for req in t.requirements():
+    *host, pinned = t.requirements()
+    for req in host:
         name, version = req.split("==")
         assert version == importlib.metadata.version(name)
-    assert {s.name for s in t.steps()} == {"sysroot", "qemu", "wheels"}
-    assert t.unsupported("tflite") is None and t.unsupported("onnx") is None
-    assert "torch" in t.unsupported("executorch") and "Apple" in t.unsupported("coreml")
+    assert pinned == executorch_runtime.REQUIREMENT  # the aarch64 ExecuTorch runtime is pinned, not the host's
+    assert {s.name for s in t.steps()} == {"sysroot", "qemu", "wheels", "counting-qemu", "count-plugin"}
+    assert t.unsupported("tflite") is None and t.unsupported("onnx") is None and t.unsupported("executorch") is None
+    assert "Apple" in t.unsupported("coreml")
 
 
 def test_not_set_up_names_the_setup_command(tmp_path):
@@ -80,9 +84,9 @@ def test_refused_download_says_which_url_and_what_to_check(tmp_path):
     with pytest.raises(EdgeVitError) as e:
         t.setup(progress=False)
     msg = str(e.value)
-    assert "http://127.0.0.1:9/debian" in msg and "EDGEVIT_DEBIAN_MIRROR" in msg and "bookworm arm64" in msg, msg
+    assert "http://127.0.0.1:9/debian" in msg and "EDGEVIT_DEBIAN_MIRROR" in msg and "trixie arm64" in msg, msg
     assert not (tmp_path / "sysroot").exists() and not list(tmp_path.glob(".tmp-*"))
-    assert t.pending() == ["sysroot", "qemu", "wheels"]
+    assert t.pending() == ["sysroot", "qemu", "wheels", "counting-qemu", "count-plugin"]
 
 
 class _FakeTarget:
@@ -96,7 +100,7 @@ class _FakeTarget:
     def unsupported(self, backend):
         return None if backend in ("tflite", "onnx") else "Core ML runs on Apple platforms only"
 
-    def run(self, backend, model, images, threads, progress):
+    def run(self, backend, model, images, threads, progress, cpu=None):  # the signature of AndroidArm64.run
         if "crash" in str(model):
             raise RunFailed("tflite failed on android-arm64 (killed by signal 11): Segmentation fault")
         out = self.host_logits.copy()
@@ -171,7 +175,8 @@ def test_device_tolerances_are_overridable():
 def test_target_list_cli(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEVIT_CACHE", str(tmp_path))
     out = _cli("target", "list").stdout
-    assert out.startswith("android-arm64\tnot set up (missing: sysroot, qemu, wheels)\t" + str(tmp_path)), out
+    missing = "sysroot, qemu, wheels, counting-qemu, count-plugin"
+    assert out.startswith(f"android-arm64\tnot set up (missing: {missing})\t" + str(tmp_path)), out
 
 
 def _cli(*args):

@@ -73,7 +73,7 @@ def bench(
         (b, p)
         for b in backends
         for p in precisions
-        if b == "eager" and p == "fp32" or b != "eager" and _resolve(b, p) is not None
+        if b == "eager" and p == "fp32" or b != "eager" and resolve_precision(b, p) is not None
     ]
     with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as tmp, progress_bar(progress) as bars:
         task = bars.add_task("bench", total=len(models) * len(jobs), info="")
@@ -98,7 +98,7 @@ def bench(
                         return m(torch.from_numpy(a)).numpy()
 
                 else:
-                    precision = _resolve(backend, precision)
+                    precision = resolve_precision(backend, precision)
                     path = Path(tmp) / f"{name}_{precision}{get_backend(backend).suffix}"
                     art = export(model, x, backend, path, precision, calib=calib)
                     size = path_size(path)
@@ -159,7 +159,7 @@ def interleaved_latency(
     return [distribution(s, runs=runs, warmup=warmup, rounds=rounds) for s in samples]
 
 
-def _resolve(backend: str, precision: str) -> str | None:
+def resolve_precision(backend: str, precision: str) -> str | None:
     """``fp32`` means the backend's float precision; ``None`` when the backend does not export ``precision``."""
     b = get_backend(backend)
     precision = b.default_precision if precision == "fp32" else precision

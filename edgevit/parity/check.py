@@ -20,6 +20,7 @@ from edgevit.backends import NotRunnable, Runner
 from edgevit.export import Artifact
 from edgevit.measure import latency, run_all
 from edgevit.parity.config import ParityConfig
+from edgevit.parity.cost import add_cost
 from edgevit.parity.devices import HOST
 from edgevit.parity.metrics import judge, judge_vs_host, metrics, top_k
 from edgevit.parity.report import ParityReport
@@ -98,6 +99,9 @@ def check(
     for art in artifacts:
         ref_top1 = report.reference["top1"]
         report.artifacts.append(_check_one(art, images, labels, ref_logits, ref_top1, config, device, progress))
+    if getattr(device, "cost_cpu", None):  # instructions per inference on the device's ARM core, and their gates
+        first = {str(a.path): a.feed(images[:1])[0] for a in artifacts}
+        add_cost(report, artifacts, first, device, config.cost, progress)
     if hasattr(device, "note_layouts"):  # the device's parts say which layout each artifact was fed
         device.note_layouts(report.artifacts)
         report.device["parts"] = device.to_json()["parts"]

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgevit.parity.cost import CostConfig
+
 
 class Tolerance(BaseModel):
     """Pass criteria for one precision."""
@@ -76,6 +78,7 @@ class ParityConfig(BaseModel):
         default_factory=lambda: dict(DEFAULT_DEVICE_TOLERANCES),
         description="an emulated device's logits vs the host run of the same artifact, per precision",
     )
+    cost: CostConfig = Field(default_factory=CostConfig, description="ARM cost profile gates (edgevit.parity.cost)")
 
     @field_validator("tolerances", "device_tolerances", mode="before")
     @classmethod

@@ -38,6 +38,8 @@ from edgevit.export import Artifact
 from edgevit.measure import PeakRSS, latency, run_all
 from edgevit.parity.config import DEFAULT_TOLERANCES
 from edgevit.targets import get_target, list_targets
+from edgevit.targets.cost import CORES
+from edgevit.targets.cost import measure as measure_cost
 
 PROFILES_DIR = Path(__file__).with_name("profiles")
 
@@ -111,19 +113,25 @@ class HostDevice:
 
 
 class EmulatedDevice:
-    """An emulated target (:mod:`edgevit.targets`) as a parity device: logits only, no latency."""
+    """An emulated target (:mod:`edgevit.targets`) as a parity device: logits and ARM cost profiles, no latency.
+
+    ``cpu``: QEMU's CPU model (default the target's); XNNPACK picks its kernels from that CPU's features.
+    """
 
     emulated = True
 
-    def __init__(self, target) -> None:
+    def __init__(self, target, cpu: str | None = None) -> None:
         self.target = target
+        self.cpu = cpu or getattr(target, "cpu", None)
         self.name = target.name
         self.execution = f"emulated device {target.name}"
         self.description = target.description
         self.note = (
             f"Logits come from {self.name}'s ARM64 kernels run under QEMU user-mode emulation. Latency under emulation "
-            "is not device latency and is not reported."
+            "is not device latency and is not reported; the ARM cost profile counts instructions instead."
         )
+        # the core whose instructions are counted (edgevit.parity.cost), when the target can count
+        self.cost_cpu = self.cpu if hasattr(target, "counting_qemu") else None
 
     def ensure_ready(self) -> None:
         """Raise EdgeVitError naming the setup command when the target is not set up."""
@@ -136,26 +144,44 @@ class EmulatedDevice:
         on this device) or RunFailed (crash). No Core ML here: ``compute_units`` unused."""
         if reason := self.target.unsupported(art.backend):
             raise NotRunnable(reason)
-        logits = self.target.run(art.backend, art.path, images, config.threads, progress)
+        logits = self.target.run(art.backend, art.path, images, config.threads, progress, cpu=self.cpu)
         return DeviceRun(logits, None, None, self.execution)
 
+    def cost_profile(self, art: Artifact, image: np.ndarray, progress: bool) -> dict[str, Any]:
+        """The per-inference cost of ``art`` on one ``image`` (its layout) on this device's core, one thread
+        (:func:`edgevit.targets.cost.measure`); raises RunFailed when the runtime fails under the counter."""
+        return measure_cost(self.target, art.backend, art.path, image, self.cost_cpu, progress=progress)
+
     def parts(self) -> list[dict[str, str]]:
-        """Real: the runtimes' official ARM64 builds and kernels. Emulated: the CPU (QEMU). Not measured: time."""
-        cpu = getattr(self.target, "cpu", None) or "an ARM64 CPU"
-        return [
+        """Real: the runtimes' ARM64 builds and kernels. Emulated: the CPU (QEMU). Not measured: time."""
+        cpu = self.cpu or "an ARM64 CPU"
+        parts = [
             _part("runtimes and kernels", "real", "the official aarch64 builds of the runtimes and their NEON kernels"),
             _part("CPU", "emulated", f"QEMU user-mode emulation of {cpu} on this {platform.machine()} host"),
             _part(
                 "latency and memory", "emulated", "not measured: time and memory under emulation are not the device's"
             ),
         ]
+        versions = self.target.versions() if hasattr(self.target, "versions") else {}
+        if versions.get("executorch"):  # the build that runs .pte files here is not the exporter's release
+            parts.insert(1, _part("executorch runtime", "real", versions["executorch"]))
+        if self.cost_cpu:
+            parts.append(
+                _part(
+                    "cost profile",
+                    "real",
+                    f"instructions per inference counted exactly on QEMU's {self.cost_cpu} (one thread); estimated "
+                    "cycles from a per-core throughput table, not time",
+                )
+            )
+        return parts
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "emulated": True,
             "description": self.description,
-            "cpu": getattr(self.target, "cpu", None),
+            "cpu": self.cpu,
             "versions": self.target.versions() if hasattr(self.target, "versions") else {},
             "note": self.note,
             "parts": self.parts(),
@@ -189,8 +215,11 @@ class DeviceProfile(BaseModel):
     arm64_target: str | None = Field(
         None, description="emulated target to run on when it is set up (else this host, and the report says so)"
     )
+    qemu_cpu: str | None = Field(
+        None, description="QEMU -cpu model of the device's core on the emulated target (cortex-a55, -a76, -a710)"
+    )
 
-    @field_validator("backends", "precisions", "arm64_target")
+    @field_validator("backends", "precisions", "arm64_target", "qemu_cpu")
     @classmethod
     def _one_of_known(cls, v: list[str] | str | None, info) -> list[str] | str | None:
         """Each backend, precision and the emulated target must be one edgevit knows; the error lists them."""
@@ -198,6 +227,7 @@ class DeviceProfile(BaseModel):
             "backends": ("backend", list_backends()),
             "precisions": ("precision", list(DEFAULT_TOLERANCES)),
             "arm64_target": ("emulated target", list_targets()),
+            "qemu_cpu": ("QEMU CPU with a cycle table", list(CORES)),
         }[info.field_name]
         for x in [v] if isinstance(v, str) else v or []:
             if x not in known:
@@ -263,8 +293,9 @@ class ProfileDevice:
                     f"`edgevit target setup {profile.arm64_target}`), so this host ran the artifacts"
                 )
             else:
-                self.inner = EmulatedDevice(target)
+                self.inner = EmulatedDevice(target, cpu=profile.qemu_cpu)
         self.emulated = self.inner.emulated
+        self.cost_cpu = self.inner.cost_cpu if self.emulated else None  # counted on the profile's core
         self.execution = self.inner.execution  # "native", or the emulated target that ran it
         self._input_note = "float32 images as preprocessed in training"
         self._layouts: dict[str, list[str]] = {}  # layout -> artifacts fed in it (after check ran them)
@@ -305,6 +336,10 @@ class ProfileDevice:
         if art.precision not in p.precisions:
             raise NotForDevice(f"{self.name} runs {', '.join(p.precisions)} precisions, not {art.precision}")
         return self.inner.run(art, images, config, progress, compute_units=p.compute_units)
+
+    def cost_profile(self, art: Artifact, image: np.ndarray, progress: bool) -> dict[str, Any]:
+        """The artifact's cost on the profile's core (:meth:`EmulatedDevice.cost_profile`); emulated only."""
+        return self.inner.cost_profile(art, image, progress)
 
     def note_layouts(self, entries: list[dict[str, Any]]) -> None:
         """Record which input layout each artifact that ran was fed (``parts`` reports it)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevit._utils import write_text_atomic
+from edgevit.parity.cost import cost_plot, render_cost_html
 
 PASS_COLOR, FAIL_COLOR, NOT_RUN_COLOR, REF_COLOR = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4"
 ROW_FAIL = ' class="row-fail"'
@@ -339,6 +340,8 @@ def _plots(doc: dict[str, Any]) -> str:
          "ratio to PyTorch eager measured in the same run. Emulated and not-run artifacts have no latency."),
         ("accuracy-size", lambda: _accuracy_size_plot(doc), "Top-1 accuracy on the validation split vs file size; "
          "the dashed line is the PyTorch fp32 reference. Red crosses missed their tolerance."),
+        ("cost", lambda: cost_plot(doc), "ARM cost per inference on the emulated core: instructions by class "
+         "(one thread, counted exactly) and the estimated cycle bound; not latency."),
     ]  # fmt: skip
     for i, a in enumerate(doc.get("artifacts") or []):
         if a.get("explain"):
@@ -448,6 +451,7 @@ def render_html(doc: dict[str, Any], title: str = "Parity report") -> str:
             "latency.</p>",
             "<h2>Plots</h2>",
             _plots(doc),
+            render_cost_html(doc),
             _explain_tables(doc),
             "</body></html>",
             "",

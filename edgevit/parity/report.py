@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevit._utils import write_json_atomic, write_text_atomic
+from edgevit.parity.cost import render_cost_markdown
 from edgevit.parity.html import write_html
 from edgevit.rundir import report_names
 
@@ -34,6 +35,7 @@ class ParityReport:
     reference: dict[str, Any]
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     device: dict[str, Any] = field(default_factory=lambda: {"name": "host", "emulated": False})
+    cost: dict[str, Any] | None = None  # emulated ARM devices: how the artifacts were counted (edgevit.parity.cost)
 
     @property
     def passed(self) -> bool:
@@ -49,6 +51,7 @@ class ParityReport:
             "passed": self.passed,
             "artifacts": self.artifacts,
             "device": self.device,
+            **({"cost": self.cost} if self.cost else {}),
         }
 
 
@@ -192,7 +195,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             "backend, then precision, preference).",
             "",
         ]
-    return "\n".join(lines)
+    return "\n".join(lines) + render_cost_markdown(doc)
 
 
 def _profile_line(profile: dict[str, Any]) -> str:

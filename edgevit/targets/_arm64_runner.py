@@ -1,12 +1,19 @@
-"""Runs inside the emulated aarch64 Python (numpy + ai-edge-litert / onnxruntime only, no torch, no edgevit).
+"""Runs inside the emulated aarch64 Python (numpy and the runtimes only: no torch, no edgevit).
 
-usage: _arm64_runner.py BACKEND MODEL IMAGES.npy OUT.npy THREADS
+usage: _arm64_runner.py logits BACKEND MODEL IMAGES.npy OUT.npy THREADS
+       _arm64_runner.py count BACKEND MODEL IMAGE.npy RUNS MAPS.txt
 
-Runs MODEL on every ``[C, H, W]`` image of IMAGES at batch 1 and saves ``[N, K]`` float32 logits to OUT,
-printing ``done I`` after each image. The LiteRT branch mirrors ``edgevit.export.tflite.load`` (int8 input and
-output tensors quantised with their own scale and zero point), the ONNX one ``edgevit.export.onnx.load``.
+``logits`` runs MODEL on every ``[C, H, W]`` image of IMAGES at batch 1 and saves ``[N, K]`` float32 logits to OUT,
+printing ``done I`` after each image. ``count`` runs MODEL once on the one image of IMAGE.npy (warm-up), then
+marks an empty counting window and a window around RUNS more runs, on one thread (the counting plugin counts what
+executes in them; see :mod:`edgevit.targets.cost`), then writes the process's memory map (``/proc/self/maps``,
+as QEMU presents it to the guest) to MAPS, which attributes each counted block to the
+library it lies in. The LiteRT branch mirrors ``edgevit.export.tflite.load`` (int8 input and output tensors
+quantised with their own scale and zero point), the ONNX one ``edgevit.export.onnx.load``, the ExecuTorch one
+``edgevit.export.executorch.load`` (on ``executorch_numpy_runtime``: see :mod:`edgevit.targets.executorch_runtime`).
 """
 
+import os
 import sys
 
 import numpy as np
@@ -42,20 +49,60 @@ def onnx(path, threads):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # no spin-waiting worker: a spinning thread executes a timing-dependent number of instructions
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+def executorch(path, threads):
+    # no thread setting: ExecuTorch sizes its threadpool from the CPUs the sysroot presents (one)
+    import executorch_numpy_runtime as en  # noqa: PLC0415 -- only in the emulated guest
+
+    method = en.Runtime.get().load_program(path).load_method("forward")
+    return lambda x: method([np.ascontiguousarray(x, dtype=np.float32)])[0]  # outputs are fresh copies
+
+
+RUNTIMES = {"tflite": tflite, "onnx": onnx, "executorch": executorch}
+# The counting plugin (plugins/count.c) watches write(MARK_FD, buf, 1 or 2): open or close a counting window on this
+# thread. Nothing is open at that descriptor, so the call only fails with EBADF.
+MARK_FD, OPEN, CLOSE = 0x7FFFFFF0, b"o", b"cc"
+
+
+def mark(what):
+    try:
+        os.write(MARK_FD, what)
+    except OSError:
+        pass
+
+
 def main():
-    backend, model, images, out, threads = sys.argv[1:6]
-    run = {"tflite": tflite, "onnx": onnx}[backend](model, int(threads))
-    images = np.load(images)
-    logits = []
-    for i, img in enumerate(images):
-        logits.append(np.asarray(run(img[None]), dtype=np.float32).reshape(-1))
-        print(f"done {i + 1}", flush=True)
-    np.save(out, np.stack(logits))
+    mode, backend, model = sys.argv[1:4]
+    if mode == "logits":
+        images, out, threads = sys.argv[4:7]
+        run = RUNTIMES[backend](model, int(threads))
+        logits = []
+        for i, img in enumerate(np.load(images)):
+            logits.append(np.asarray(run(img[None]), dtype=np.float32).reshape(-1))
+            print(f"done {i + 1}", flush=True)
+        np.save(out, np.stack(logits))
+    elif mode == "count":
+        image, runs, maps = sys.argv[4:7]
+        run = RUNTIMES[backend](model, 1)
+        x = np.load(image)[None]
+        run(x)  # warm-up: the first inference packs weights and plans memory
+        mark(OPEN)
+        mark(CLOSE)  # window 0: the markers' own cost
+        mark(OPEN)
+        for _ in range(int(runs)):
+            run(x)
+        mark(CLOSE)  # window 1: the inferences
+        with open("/proc/self/maps") as src, open(maps, "w") as dst:
+            dst.write(src.read())
+    else:
+        sys.exit(f"unknown mode {mode!r}")
 
 
 if __name__ == "__main__":

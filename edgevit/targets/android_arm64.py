@@ -1,19 +1,26 @@
 """``android-arm64``: an Android-class ARM64 CPU, emulated with user-mode QEMU on an x86-64 host.
 
 The artifacts run in the official aarch64 builds of LiteRT (``ai-edge-litert``, XNNPACK delegate) and ONNX
-Runtime (MLAS), so their ARM64 NEON kernels compute the logits; the guest is Debian bookworm's arm64 Python 3.11.
+Runtime (MLAS), and ExecuTorch ``.pte`` files in ``executorch-numpy-runtime``'s aarch64 build of the ExecuTorch
+runtime (XNNPACK delegate; why that build: :mod:`edgevit.targets.executorch_runtime`), so their ARM64 NEON kernels
+compute the logits; the guest is Debian trixie's arm64 Python 3.13.
 
 Setup (no root, no system install, nothing registered with binfmt), cached under the target's directory:
 
-- ``sysroot/``: bookworm arm64 ``python3.11`` + ``libstdc++6`` and their dependency closure (~16 MB of ``.deb``),
+- ``sysroot/``: trixie arm64 ``python3.13`` + ``libstdc++6`` and their dependency closure (~20 MB of ``.deb``),
   resolved by ``apt-get install --download-only`` against a private apt state directory (an empty dpkg status,
   so only these packages and what they need are fetched), unpacked with ``dpkg-deb -x``. Unlike ``debootstrap
-  --foreign`` this needs neither root nor the whole ``required`` package set.
+  --foreign`` this needs neither root nor the whole ``required`` package set. Its
+  ``sys/devices/system/cpu/{possible,present,online}`` say ``0`` (QEMU's ``-L`` serves them to the guest): one
+  CPU, so no runtime starts a worker thread behind the requested count (ExecuTorch sizes its threadpool from them).
 - ``qemu/qemu-aarch64``: the static ``qemu-aarch64`` from Debian trixie's ``qemu-user`` (QEMU 10; bookworm's
   7.2 crashes as soon as either runtime starts), fetched with ``apt-get download`` the same private way.
 - ``site/``: aarch64 manylinux wheels of ``ai-edge-litert``, ``onnxruntime`` and ``numpy`` at the host's
-  installed versions (``pip install --target --platform ... --only-binary=:all: --no-deps``), then a check that
-  both runtimes import under emulation.
+  installed versions, and of ``executorch-numpy-runtime`` at its pinned version (``pip install --target
+  --platform ... --only-binary=:all: --no-deps``), then a check that the runtimes import under emulation.
+- ``counting/`` and ``plugin/``: the counting emulator for cost profiles (:mod:`edgevit.targets.cost`): QEMU
+  user-mode with plugins built from Debian trixie's ``qemu`` source package, and edgevit's counting plugin
+  (:mod:`edgevit.targets.qemu_build`; needs a C compiler, ninja, pkg-config and glib's headers).
 
 Needs ``apt-get`` and ``dpkg-deb`` (any Debian or Ubuntu host) and Debian's archive keyring
 (``/usr/share/keyrings/debian-archive-keyring.gpg``, package ``debian-archive-keyring``).
@@ -34,23 +41,27 @@ from pathlib import Path
 import numpy as np
 
 from edgevit._utils import EdgeVitError, progress_bar
-from edgevit.targets import Step, pending_steps, run_steps
+from edgevit.backends import RunFailed
+from edgevit.targets import Step, default_cache, executorch_runtime, pending_steps, qemu_build, run_steps
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-SYSROOT_SUITE, SYSROOT_PACKAGES, PYTHON = "bookworm", ("python3.11", "libstdc++6"), "3.11"
+SYSROOT_SUITE, SYSROOT_PACKAGES, PYTHON = "trixie", ("python3.13", "libstdc++6"), "3.13"
 QEMU_SUITE, QEMU_PACKAGE = "trixie", "qemu-user"
 RUNTIMES = ("ai-edge-litert", "onnxruntime", "numpy")  # pinned to the host's installed versions
+PINNED = (executorch_runtime.REQUIREMENT,)  # not installed on the host (it would be an x86 build of an older ET)
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 # A Cortex-A76 (Armv8.2-A: NEON, fp16 arithmetic, dot product): the big core of most Android phones since 2019.
 # QEMU's default "max" CPU would enable SVE/SME kernels that few phones have.
 DEFAULT_CPU = "cortex-a76"
-BACKENDS = {"tflite": "LiteRT (ai-edge-litert, XNNPACK)", "onnx": "ONNX Runtime (CPU, MLAS)"}
-NOT_RUN = {
-    "executorch": "ExecuTorch's Python runtime needs torch, and PyPI's aarch64 torch is a CUDA build that does not "
-    "import under emulation; run it on a phone (examples/android_demo) instead",
-    "coreml": "Core ML runs on Apple platforms only",
+BACKENDS = {
+    "tflite": "LiteRT (ai-edge-litert, XNNPACK)",
+    "onnx": "ONNX Runtime (CPU, MLAS)",
+    "executorch": executorch_runtime.label(),
 }
+NOT_RUN = {"coreml": "Core ML runs on Apple platforms only"}
+# One CPU for the guest (see the module docstring): written into the sysroot's sys/devices/system/cpu/.
+CPU_FILES = ("possible", "present", "online")
 RUNNER = Path(__file__).with_name("_arm64_runner.py")
 
 
@@ -61,7 +72,7 @@ class AndroidArm64:
     name = "android-arm64"
     description = (
         f"ARM64 ({DEFAULT_CPU}) under QEMU user-mode emulation: the official aarch64 builds of LiteRT and ONNX "
-        "Runtime, so their ARM64 NEON kernels compute the logits"
+        "Runtime and an aarch64 build of the ExecuTorch runtime, so their ARM64 NEON kernels compute the logits"
     )
 
     def __init__(self, cache: Path, mirror: str | None = None, cpu: str = DEFAULT_CPU) -> None:
@@ -83,21 +94,51 @@ class AndroidArm64:
     def site(self) -> Path:
         return self.cache / "site"
 
+    @property
+    def counting_qemu(self) -> Path:
+        """QEMU user-mode with plugins (:mod:`edgevit.targets.qemu_build`)."""
+        return self.cache / "counting" / "qemu-aarch64"
+
+    @property
+    def plugin(self) -> Path:
+        """The counting plugin (``plugins/count.c``) built for :attr:`counting_qemu`."""
+        return self.cache / "plugin" / "libcount.so"
+
     def steps(self) -> list[Step]:
         """The setup steps, each keyed by what it is built from (so a new host runtime version rebuilds wheels)."""
         return [
             Step(
                 "sysroot",
                 "sysroot",
-                {"suite": SYSROOT_SUITE, "arch": "arm64", "packages": list(SYSROOT_PACKAGES)},
+                {
+                    "suite": SYSROOT_SUITE,
+                    "arch": "arm64",
+                    "packages": list(SYSROOT_PACKAGES),
+                    "merged_usr": True,
+                    "cpus": 1,
+                },
                 self._build_sysroot,
             ),
             Step("qemu", "qemu", {"suite": QEMU_SUITE, "package": QEMU_PACKAGE}, self._build_qemu),
             Step("wheels", "site", {"python": PYTHON, "requirements": self.requirements()}, self._build_site),
+            Step(
+                "counting-qemu",
+                "counting",
+                {
+                    "suite": qemu_build.SOURCE_SUITE,
+                    "source": qemu_build.SOURCE_PACKAGE,
+                    "series": qemu_build.SERIES,
+                    "configure": list(qemu_build.CONFIGURE),
+                    "build_deps": list(qemu_build.PYTHON_BUILD_DEPS),
+                },
+                self._build_counting_qemu,
+            ),
+            Step("count-plugin", "plugin", qemu_build.plugin_key(), self._build_plugin),
         ]
 
     def requirements(self) -> list[str]:
-        """``name==version`` of each runtime as installed on the host; raises EdgeVitError if one is missing."""
+        """``name==version`` of each runtime as installed on the host, then the pinned ExecuTorch runtime; raises
+        EdgeVitError if one is missing on the host."""
         reqs = []
         for name in RUNTIMES:
             try:
@@ -107,7 +148,7 @@ class AndroidArm64:
                     f"{name} is not installed on this host; the emulated target uses the host's versions: "
                     "`pip install 'edgevit[tflite,onnx]'`"
                 ) from e
-        return reqs
+        return reqs + list(PINNED)
 
     def setup(self, progress: bool = True) -> list[str]:
         """Build whatever is missing or stale; return the names of the steps that ran (empty: already set up).
@@ -140,24 +181,32 @@ class AndroidArm64:
             )
 
     def versions(self) -> dict[str, str | list[str]]:
-        """What computes the logits: the QEMU build, the guest Python and the runtime wheels (for the report)."""
-        version = self.cache / "qemu" / "VERSION"
+        """What computes the logits and counts: the QEMU builds, the guest Python, the runtime wheels and the build
+        that runs ``.pte`` files (for the report)."""
+
+        def first_lines(path: Path, n: int = 1) -> str:
+            return " ".join(path.read_text().splitlines()[:n]) if path.is_file() else "not set up"
+
         return {
-            "qemu": version.read_text().splitlines()[0] if version.is_file() else "not set up",
-            "guest": f"Debian {SYSROOT_SUITE} arm64, Python {PYTHON}, -cpu {self.cpu}",
+            "qemu": first_lines(self.cache / "qemu" / "VERSION"),
+            "counting_qemu": first_lines(self.cache / "counting" / "VERSION", 2),
+            "guest": f"Debian {SYSROOT_SUITE} arm64, Python {PYTHON}, -cpu {self.cpu}, 1 CPU",
             "runtimes": self.requirements(),
+            "executorch": executorch_runtime.label(_host_version("executorch")),
         }
 
     def pending(self) -> list[str]:
         """Setup steps not yet done (empty when :meth:`setup` has nothing left to do)."""
         return pending_steps(self.cache, self.steps())
 
-    def _apt(self, state: Path, suite: str, arch: str) -> list[str]:
-        """``apt-get`` confined to ``state`` (its own sources, lists, archives and an empty dpkg status)."""
+    def _apt(self, state: Path, suite: str, arch: str, source: bool = False) -> list[str]:
+        """``apt-get`` confined to ``state`` (its own sources, lists, archives and an empty dpkg status);
+        ``source``: a ``deb-src`` index (for ``apt-get source``) instead of the binary one."""
         for d in ("lists/partial", "archives/partial"):
             (state / d).mkdir(parents=True, exist_ok=True)
         (state / "status").touch()
-        (state / "sources.list").write_text(f"deb [arch={arch} signed-by={KEYRING}] {self.mirror} {suite} main\n")
+        line = f"deb-src [signed-by={KEYRING}]" if source else f"deb [arch={arch} signed-by={KEYRING}]"
+        (state / "sources.list").write_text(f"{line} {self.mirror} {suite} main\n")
         opts = {
             "Dir::State": state,
             "Dir::State::Lists": state / "lists",
@@ -214,6 +263,13 @@ class AndroidArm64:
             shutil.rmtree(state, ignore_errors=True)
         if not (out / "usr/bin" / f"python{PYTHON}").is_file():
             raise EdgeVitError(f"the arm64 sysroot has no usr/bin/python{PYTHON} after unpacking")
+        for top in ("bin", "sbin", "lib"):  # trixie is merged-/usr (base-files makes these links; not unpacked here)
+            if not (out / top).exists():
+                (out / top).symlink_to(f"usr/{top}")
+        cpus = out / "sys/devices/system/cpu"
+        cpus.mkdir(parents=True)
+        for name in CPU_FILES:
+            (cpus / name).write_text("0\n")
 
     def _build_qemu(self, out: Path) -> None:
         state = out.parent / f"{out.name}-apt"
@@ -268,12 +324,31 @@ class AndroidArm64:
             "check access to PyPI (pip config, PIP_INDEX_URL) and that these versions publish manylinux aarch64 "
             f"wheels for CPython {PYTHON}",
         )
-        # both runtimes must start under emulation (this also writes their bytecode caches once)
+        # the runtimes must start under emulation (this also writes their bytecode caches, once: runs do not
+        # write any, so that every counted run does the same work)
         self._python(
-            ["-c", "import numpy, onnxruntime, ai_edge_litert.interpreter"],
+            ["-c", "import numpy, onnxruntime, ai_edge_litert.interpreter, executorch_numpy_runtime"],
             site=out,
             what="importing the aarch64 runtimes under emulation",
         )
+
+    def _build_counting_qemu(self, out: Path) -> None:
+        def fetch(dest: Path) -> None:
+            state = dest / "apt"
+            apt = self._apt(state, qemu_build.SOURCE_SUITE, "amd64", source=True)
+            _run(
+                [*apt, "source", "--download-only", qemu_build.SOURCE_PACKAGE],
+                f"downloading Debian {qemu_build.SOURCE_SUITE}'s {qemu_build.SOURCE_PACKAGE} source package from "
+                f"{self.mirror}",
+                self._net_hint(),
+                cwd=dest,
+            )
+            shutil.rmtree(state, ignore_errors=True)
+
+        qemu_build.build_qemu(out, self.cache / ".work-counting-qemu", fetch, _run)
+
+    def _build_plugin(self, out: Path) -> None:
+        qemu_build.build_plugin(out, self.cache / "counting", _run)
 
     # --- running -------------------------------------------------------------------------------------------
 
@@ -283,43 +358,92 @@ class AndroidArm64:
             return None
         return NOT_RUN.get(backend, f"{backend} has no ARM64 Linux runtime here")
 
-    def run(self, backend: str, model: Path, images: np.ndarray, threads: int = 1, progress: bool = True) -> np.ndarray:
-        """Logits ``[N, K]`` of ``model`` on every ``[N, C, H, W]`` image (batch 1), all in one emulated process.
+    def run(
+        self,
+        backend: str,
+        model: Path,
+        images: np.ndarray,
+        threads: int = 1,
+        progress: bool = True,
+        cpu: str | None = None,
+    ) -> np.ndarray:
+        """Logits ``[N, K]`` of ``model`` on every ``[N, C, H, W]`` image (batch 1), all in one emulated process
+        on QEMU's ``cpu`` model (default this target's, :data:`DEFAULT_CPU`).
 
         Raises:
             EdgeVitError: the target is not set up, or ``backend`` cannot run here.
             RunFailed: the runtime crashed or failed under emulation (the message holds its last output).
         """
-        from edgevit.backends import RunFailed
-
         if reason := self.unsupported(backend):
             raise EdgeVitError(reason)
         self.ensure_ready()
         with tempfile.TemporaryDirectory(prefix="edgevit-arm64-") as work:
             work = Path(work)
-            shipped = work / Path(model).name  # what the guest sees: its own copy of the artifact and images
+            shipped = work / ("model" + Path(model).suffix)  # what the guest sees: its own copy of the artifact
             shutil.copyfile(model, shipped)
             np.save(work / "images.npy", np.ascontiguousarray(images, dtype=np.float32))
-            out = work / "logits.npy"
-            args = [str(RUNNER), backend, str(shipped), str(work / "images.npy"), str(out), str(threads)]
-            stderr = work / "stderr.txt"
-            with open(stderr, "w") as err, progress_bar(progress) as bars:
-                task = bars.add_task(f"{backend} on {self.name} (emulated)", total=len(images), info="")
-                proc = subprocess.Popen(
-                    self._cmd(args), env=self._env(self.site), stdout=subprocess.PIPE, stderr=err, text=True
-                )
-                tail: deque[str] = deque(maxlen=20)
-                for line in proc.stdout:
-                    if line.startswith("done "):
-                        bars.update(task, completed=int(line.split()[1]))
-                    else:
-                        tail.append(line.rstrip())
-                rc = proc.wait()
-            if rc != 0 or not out.is_file():
-                how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
-                last = "\n".join([*tail, *stderr.read_text().splitlines()[-20:]])[-1500:]
-                raise RunFailed(f"{backend} failed on {self.name} ({how}): {last}")
-            return np.load(out)
+            args = ["logits", backend, shipped.name, "images.npy", "logits.npy", str(threads)]
+            proc = self.guest(args, work, cpu=cpu, total=len(images), desc=f"{backend} on {self.name} (emulated)")
+            self.raise_failed(proc, backend, work / "logits.npy")
+            return np.load(work / "logits.npy")
+
+    def guest(
+        self,
+        args: list[str],
+        work: Path,
+        cpu: str | None = None,
+        plugin_out: str | None = None,
+        total: int = 0,
+        desc: str = "",
+        progress: bool = True,
+    ) -> subprocess.Popen:
+        """Start :data:`RUNNER` with ``args`` in the emulated Python, in directory ``work`` (its stdout is read for
+        ``done I`` progress lines, its stderr goes to ``work/stderr.txt``); returns the process after it exited,
+        with ``tail`` (its last output lines) set.
+
+        ``plugin_out``: run under the counting emulator with the counting plugin writing its blocks to that file
+        (relative to ``work``), in the deterministic setting :mod:`edgevit.targets.cost` describes: a clean
+        environment (``PYTHONHASHSEED=0``, one BLAS/OpenMP thread, no bytecode writes), ``-R 16G`` (a fixed guest
+        address space, so every run maps everything at the same addresses) and ``-seed 0`` (fixed ``AT_RANDOM``).
+        """
+        python = self.sysroot / "usr/bin" / f"python{PYTHON}"
+        cmd = [str(self.qemu), "-L", str(self.sysroot), "-cpu", cpu or self.cpu]
+        if plugin_out is None:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_", "LD_"))}
+            env |= {"PYTHONPATH": str(self.site), "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8"}
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            cmd[0] = str(self.counting_qemu)
+            cmd += ["-R", "16G", "-seed", "0", "-plugin", f"{self.plugin},out={plugin_out}"]
+            env = {  # env -i plus only these
+                "PYTHONPATH": str(self.site),
+                "PYTHONNOUSERSITE": "1",
+                "PYTHONHASHSEED": "0",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
+                "LANG": "C.UTF-8",
+            }
+        cmd += [str(python), "-s", "-P", str(RUNNER), *args]
+        with open(work / "stderr.txt", "w") as err, progress_bar(progress and total > 0) as bars:
+            task = bars.add_task(desc, total=total, info="")
+            proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.PIPE, stderr=err, text=True)
+            tail: deque[str] = deque(maxlen=20)
+            for line in proc.stdout:
+                if line.startswith("done "):
+                    bars.update(task, completed=int(line.split()[1]))
+                else:
+                    tail.append(line.rstrip())
+            proc.wait()
+        proc.tail = [*tail, *(work / "stderr.txt").read_text().splitlines()[-20:]]
+        return proc
+
+    def raise_failed(self, proc: subprocess.Popen, backend: str, out: Path) -> None:
+        """Raise RunFailed (with the guest's last output) when ``proc`` failed or did not write ``out``."""
+        rc = proc.returncode
+        if rc != 0 or not out.is_file():
+            how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+            raise RunFailed(f"{backend} failed on {self.name} ({how}): " + "\n".join(proc.tail)[-1500:])
 
     def _cmd(self, args: list[str]) -> list[str]:
         python = self.sysroot / "usr/bin" / f"python{PYTHON}"
@@ -338,9 +462,15 @@ class AndroidArm64:
         )
 
 
-def _cache_flag(cache: Path) -> str:
-    from edgevit.targets import default_cache
+def _host_version(name: str) -> str | None:
+    """``NAME VERSION`` of a package installed on the host, or None."""
+    try:
+        return f"{name} {importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def _cache_flag(cache: Path) -> str:
     return "" if cache == default_cache(AndroidArm64.name) else f" --cache {cache}"
 
 
