@@ -364,7 +364,7 @@ def stage_parity(
         report = check(
             artifacts, app, labels, reference, recipe.parity, progress=progress, device=dev, normalization=norm
         )
-    if explain is not False and not getattr(dev, "emulated", False):
+    if (explain or (explain is None and not report.passed)) and not getattr(dev, "emulated", False):
         calib = None  # what stage_export calibrated static int8 with (deterministic): a tracer may re-quantize
         if any(a.precision in CALIBRATED_PRECISIONS for a in artifacts):
             calib = _calib_batch(recipe, data)
