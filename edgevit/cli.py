@@ -95,6 +95,9 @@ def bench_cmd(
         "(android-a55, android-a76, android-a710, raspberry-pi); ExecuTorch, LiteRT, ONNX Runtime side by side.",
     ),
     keep: Path | None = typer.Option(None, "--keep", help="With --device: keep (and reuse) the artifacts here."),
+    export_time: bool = typer.Option(
+        False, "--export", help="Time each backend's export instead (ExecuTorch beside its own lowering path)."
+    ),
 ) -> None:
     """Latency of each model in eager PyTorch, ExecuTorch, LiteRT and ONNX Runtime, measured in one run.
 
@@ -102,12 +105,22 @@ def bench_cmd(
     artifact, file size, and achieved GFLOP/s against the fp32 GEMM peak measured in the same run. Weights
     are random and perturbed away from the initialisation (a converter folds zero-initialised residual branches,
     which would flatter it); backends are timed in interleaved rounds. With --device: instructions and estimated
-    cycles per inference on that ARM core instead (edgevit.bench.device), e.g. `-p fp32 -p int8`.
+    cycles per inference on that ARM core instead (edgevit.bench.device), e.g. `-p fp32 -p int8`. With --export:
+    how long each backend's export takes, and ExecuTorch's vs ExecuTorch's own to_edge_transform_and_lower path.
     """
     from edgevit._utils import write_json_atomic
     from edgevit.bench import bench, render_markdown
 
     precisions = tuple(p.value for p in precision)
+    if export_time:
+        from edgevit.bench.export import bench_export
+        from edgevit.bench.export import render_markdown as render_export
+
+        doc = bench_export(models, img_size=img_size, precisions=precisions)
+        typer.echo(render_export(doc))
+        if out:
+            write_json_atomic(out, doc)
+        return
     if device:
         from edgevit.bench.device import bench_device
         from edgevit.bench.device import render_markdown as render_device

@@ -131,3 +131,16 @@ def test_bench_measures_every_runtime_side_by_side(tmp_path):
         assert fp32["vs_fp32"] == 1.0 and int8["vs_fp32"] == int8["latency_ms"]["median"] / fp32["latency_ms"]["median"]
         assert int8["size_bytes"] < 0.35 * fp32["size_bytes"], backend
     assert "| vit_mini_patch28 | 56 |" in proc.stdout and "| int8 |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_export_times_each_backend_beside_executorchs_own_path(tmp_path):
+    out = tmp_path / "export.json"
+    proc = edgevit_cli("bench", "--export", "vit_mini_patch28", "--img-size", "56", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["backend"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"executorch", "tflite", "coreml", "onnx"}
+    assert all(r["wall_s"] > 0 and r["cpu_s"] > 0 and r["nodes"] > 10 for r in rows.values())
+    et = rows["executorch"]
+    assert et["vs_stock"] == pytest.approx(et["wall_s"] / et["stock_wall_s"]) and "vs_stock" not in rows["onnx"]
+    assert "| vit_mini_patch28 | 56 |" in proc.stdout
