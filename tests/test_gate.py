@@ -19,7 +19,7 @@ from edgevit.recipe import trained
 
 BACKENDS = {"executorch": "executorch_fp32.pte", "tflite": "tflite_fp32.tflite", "onnx": "onnx_fp32.onnx"}
 # the share of layers whose weights each file stores as such: all for ExecuTorch and ONNX; LiteRT folds each
-# LayerNorm's scale into the next matmul's weights (qkv, fc1), so those 16 of 29 exist only as products there
+# LayerNorm's scale into the next matmul's weights (qkv, fc1), so those 16 of 28 exist only as products there
 PLANTABLE = {"executorch": 1.0, "onnx": 1.0, "tflite": 0.4}
 IMAGES = 120  # validation images per check (the gate's metrics need no more to show a planted layer)
 EPS = 0.01
