@@ -630,6 +630,8 @@ def main(argv: list[str] | None = None) -> None:
     except EdgeVitError as e:
         _echo(f"error: {_one_line(e)}")
         sys.exit(2)
+    if rc == 130:  # typer >= 0.29 turns Ctrl-C inside the command into a quiet return of 130, not an exception
+        _echo(_INTERRUPTED)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
