@@ -23,10 +23,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from edgevit._utils import write_text_atomic
 from edgevit.backends import all_precisions
 from edgevit.cli import app
 from edgevit.recipe import Recipe, RecoverConfig
+from edgevit.utils import write_text_atomic
 
 DOCS = Path(__file__).resolve().parent
 RECIPE_MD = DOCS / "reference" / "recipe.md"

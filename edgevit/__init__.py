@@ -4,9 +4,9 @@
 step that needs them.
 """
 
-from edgevit._utils import EdgeVitError
 from edgevit.models import create_model, list_models, register_model
 from edgevit.models.profile import profile
+from edgevit.utils import EdgeVitError
 
 __version__ = "0.1.0"
 __all__ = ["EdgeVitError", "create_model", "list_models", "profile", "register_model", "__version__"]

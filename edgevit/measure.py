@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevit._utils import progress_bar
+from edgevit.utils import progress_bar
 
 
 def run_all(runner: Callable[[np.ndarray], np.ndarray], images: np.ndarray, desc: str, progress: bool) -> np.ndarray:

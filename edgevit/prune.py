@@ -36,11 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch.nn.utils import prune as tprune
 from torch.utils.data import DataLoader, Dataset
 
-from edgevit._utils import EdgeVitError, require
 from edgevit.models._prune import restore_pruned_, sync_widths_
 from edgevit.models.layers import Attention
 from edgevit.models.mobile_former import ChannelShuffle
 from edgevit.models.mobilevit import LinearSelfAttention
+from edgevit.utils import EdgeVitError, require
 
 _CLASSIFIER_NAMES = ("head", "head_dist", "classifier")  # top-level modules whose outputs are the logits
 

@@ -24,9 +24,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from edgevit._utils import EdgeVitError, read_json, write_json_atomic
 from edgevit.backends import list_backends
 from edgevit.export import Artifact
+from edgevit.utils import EdgeVitError, read_json, write_json_atomic
 
 RECIPE = "recipe.yaml"
 MODEL = "model.safetensors"

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends import NotRunnable, get_backend, list_backends
 from edgevit.data import DataSplits, digits
 from edgevit.export import Artifact
 from edgevit.parity import DEFAULT_TOLERANCES, ParityConfig, Tolerance, artifact_runner, judge, metrics, run_all
 from edgevit.rundir import read_manifest
+from edgevit.utils import EdgeVitError
 
 __all__ = ["assert_parity", "infer_artifact"]
 

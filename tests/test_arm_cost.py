@@ -91,8 +91,8 @@ def test_counting_emulator_build_names_what_is_missing(monkeypatch):
     import shutil as sh
     import subprocess
 
-    from edgevit._utils import EdgeVitError
     from edgevit.targets import qemu_build
+    from edgevit.utils import EdgeVitError
 
     which = sh.which
     monkeypatch.setattr(qemu_build.shutil, "which", lambda tool: None if tool == "ninja" else which(tool))

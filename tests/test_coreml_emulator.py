@@ -23,8 +23,8 @@ ct = pytest.importorskip("coremltools")
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
-from edgevit._utils import EdgeVitError  # noqa: E402
 from edgevit.backends.coreml.emulator import OPS, Emulator, emulate  # noqa: E402
+from edgevit.utils import EdgeVitError  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

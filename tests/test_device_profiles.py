@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevit._utils import EdgeVitError
 from edgevit.parity.devices import (
     DeviceProfile,
     ProfileDevice,
@@ -23,6 +22,7 @@ from edgevit.parity.devices import (
     list_profiles,
     load_profile,
 )
+from edgevit.utils import EdgeVitError
 
 PROFILES = ["android-a55", "android-a710", "android-a76", "android-midrange", "iphone", "raspberry-pi"]
 

@@ -76,7 +76,7 @@ def test_failed_export_leaves_previous_artifact_intact(tiny_vit, digits32, tmp_p
     onnx = get_backend("onnx")
 
     def crash(model, example, path, precision, calib, ptq):
-        from edgevit._utils import atomic_path
+        from edgevit.utils import atomic_path
 
         with atomic_path(path) as tmp:
             tmp.write_bytes(b"half written")

@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 
 from edgevit import create_model
-from edgevit._utils import EdgeVitError
 from edgevit.data import digits, select_classes
 from edgevit.models import load_model, save_model
 from edgevit.recipe import Recipe, build_model_and_data, stage_sparsify, stage_train
 from edgevit.train import TrainConfig, predict, top1, train
 from edgevit.train.finetune import freeze_backbone_, frozen_to_eval_, head_names, load_pretrained_
+from edgevit.utils import EdgeVitError
 
 ARGS = {"patch_size": 8, "depth": 2, "embed_dim": 64, "mlp_dim": 128, "num_heads": 2}
 FAST = {"batch_size": 32, "warmup_epochs": 0.2, "threads": 1, "tensorboard": False}

@@ -16,7 +16,7 @@ import pytest
 from conftest import EDGEVIT, ROOT, copy_run, edgevit_cli
 
 from edgevit import EdgeVitError
-from edgevit._utils import atomic_path
+from edgevit.utils import atomic_path
 
 
 def _fails_cleanly(proc: subprocess.CompletedProcess, *patterns: str) -> str:
@@ -76,7 +76,7 @@ def test_unwritable_out_fails_before_any_work(tmp_path):
 
 
 def test_check_writable_refuses_a_path_under_a_file_and_creates_nothing(tmp_path):
-    from edgevit._utils import check_writable
+    from edgevit.utils import check_writable
 
     (tmp_path / "f").write_text("x")
     with pytest.raises(EdgeVitError, match="is a file, not a directory"):
@@ -94,7 +94,7 @@ def test_temp_dirs_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     target = tmp_path / "model.pte"
     code = (
         "import os, sys, time\n"
-        "from edgevit._utils import atomic_path\n"
+        "from edgevit.utils import atomic_path\n"
         f"with atomic_path({str(target)!r}) as tmp:\n"
         "    tmp.write_bytes(b'x' * 100000); print('writing', flush=True); time.sleep(60)\n"
     )

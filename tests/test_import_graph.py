@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["edgevit"]
-LAZY = {"edgevit.cli"} | {f"edgevit.backends.{b}" for b in ("executorch", "tflite", "coreml", "onnx")}
+LAZY = {"edgevit.cli", "edgevit.cli.pipeline", "edgevit.cli.tools"} | {
+    f"edgevit.backends.{b}" for b in ("executorch", "tflite", "coreml", "onnx")
+}
 
 
 def _modules() -> dict[str, Path]:

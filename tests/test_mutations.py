@@ -51,7 +51,7 @@ def _copy(run, tmp_path, artifact: str):
 def _parity(run_dir, capsys=None) -> dict:
     """``stage_parity`` (explains failures by default): the single artifact's parity.json entry. With ``capsys``,
     also what ``edgevit parity`` prints for it (the per-layer table and the one-line verdict)."""
-    from edgevit.cli import _explained
+    from edgevit.cli.pipeline import print_explained
     from edgevit.recipe import stage_parity
 
     report, _ = stage_parity(run_dir, progress=False)
@@ -60,7 +60,7 @@ def _parity(run_dir, capsys=None) -> dict:
     (entry,) = doc["artifacts"]
     if capsys is not None:
         capsys.readouterr()
-        _explained(report)
+        print_explained(report)
         entry["printed"] = capsys.readouterr().err
     return entry
 

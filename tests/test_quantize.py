@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends import get_backend
 from edgevit.backends.tflite.runtime import interpreter_class
 from edgevit.data import calibration_batch
 from edgevit.export import export
 from edgevit.quantize import PTQConfig, calibrate_pt2e, capture
+from edgevit.utils import EdgeVitError
 
 
 @pytest.fixture(scope="module")

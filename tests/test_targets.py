@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends import NotRunnable, RunFailed
 from edgevit.export import Artifact
 from edgevit.parity import ParityConfig, check, render_markdown, report_names
 from edgevit.parity.devices import EmulatedDevice, get_device
 from edgevit.targets import Step, default_cache, get_target, list_targets, pending_steps, run_steps
+from edgevit.utils import EdgeVitError
 
 
 def _step(name, calls, key=1, fail=False):
@@ -154,9 +154,9 @@ def test_check_on_an_emulated_device_compares_with_host_and_pytorch(tmp_path):
     assert "| tflite | fp32 | – | yes | 1.0000 | 0.00e+00 |" in md
     assert "not run on this device: Core ML runs on Apple platforms only" in md and "**Overall: FAIL**" in md
     assert "fp32: agreement ≥ 1.0, max abs diff ≤ 1e-04" in md
-    from edgevit.cli import _summary
+    from edgevit.cli.pipeline import print_summary
 
-    _summary(report, tmp_path / "report-android-arm64.md")  # the CLI table copes with a crash (no metrics)
+    print_summary(report, tmp_path / "report-android-arm64.md")  # the CLI table copes with a crash (no metrics)
 
     # the default device is the host, and its report keeps its names
     host = check(arts[:1], images, labels, lambda x: logits[int(x[0, 0, 0, 0])][None], cfg, progress=False)

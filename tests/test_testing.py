@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgevit._utils import EdgeVitError
 from edgevit.testing import assert_parity, infer_artifact
+from edgevit.utils import EdgeVitError
 
 
 def digits_vit(data, seed: int = 0) -> torch.nn.Module:

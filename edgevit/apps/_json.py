@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 
 class KeyPathReader:

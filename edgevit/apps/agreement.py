@@ -19,11 +19,11 @@ import yaml
 from PIL import Image
 from torch.utils.data import Subset
 
-from edgevit._utils import EdgeVitError
 from edgevit.apps.pipeline import PIXEL_FORMATS, ROTATIONS, TensorSpec, frame_from_image, model_input
 from edgevit.data.eval_transform import EvalTransform, eval_transform, pil_transform
 from edgevit.models import load_model
 from edgevit.recipe import build_model_and_data, load_run
+from edgevit.utils import EdgeVitError
 
 PHOTO_CLASSES = ("china_left", "china_right", "flower_left", "flower_right")
 

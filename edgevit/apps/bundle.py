@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgevit._utils import EdgeVitError, read_json
 from edgevit.apps._json import KeyPathReader
 from edgevit.apps.pipeline import DTYPES, INT_RANGES, LAYOUTS, Quant, TensorSpec
 from edgevit.data.eval_transform import COLOR_ORDERS, INTERPOLATIONS, EvalTransform
+from edgevit.utils import EdgeVitError, read_json
 
 FORMAT = "edgevit-bundle"
 VERSION = 1

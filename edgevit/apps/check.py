@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError, read_json, write_json_atomic
 from edgevit.apps import pipeline
 from edgevit.apps.bundle import Bundle, ModelEntry, read_bundle
 from edgevit.apps.golden import Case, expected_logits, random_cases, read_tensor, write_cases
 from edgevit.apps.pipeline import INT_RANGES, Quant, TensorSpec
 from edgevit.data.eval_transform import EvalTransform
+from edgevit.utils import EdgeVitError, read_json, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNERS = {"android": "android_demo/core/run-golden.sh", "ios": "ios_demo/run-golden.sh"}  # from the repo root

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgevit._utils import EdgeVitError, read_json, write_json_atomic
 from edgevit.apps import pipeline
 from edgevit.apps._json import KeyPathReader
 from edgevit.apps.bundle import Bundle
 from edgevit.apps.pipeline import INT_RANGES, PIXEL_FORMATS, ROTATIONS, Frame, TensorSpec
 from edgevit.export import Artifact
 from edgevit.parity import artifact_runner
+from edgevit.utils import EdgeVitError, read_json, write_json_atomic
 
 CASES_VERSION = 1
 

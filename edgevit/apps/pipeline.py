@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError
 from edgevit.data.eval_transform import EvalTransform, crop_offsets, resized_size
+from edgevit.utils import EdgeVitError
 
 PIXEL_FORMATS = ("RGBA_8888", "BGRA_8888")
 ROTATIONS = (0, 90, 180, 270)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from edgevit import __version__
-from edgevit._utils import EdgeVitError, write_json_atomic
 from edgevit.apps import pipeline
 from edgevit.apps.bundle import read_bundle
 from edgevit.apps.golden import expected_logits, read_cases
+from edgevit.utils import EdgeVitError, write_json_atomic
 
 NAME = f"edgevit-numpy {__version__}"
 

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 from edgevit import __version__
-from edgevit._utils import EdgeVitError, atomic_path, read_json, write_json_atomic
 from edgevit.apps.bundle import PLATFORMS, PRECISIONS, Bundle, ModelEntry, parse_bundle, read_bundle, sha256_path
 from edgevit.apps.golden import write_golden
 from edgevit.apps.pipeline import DTYPES, INT_RANGES, Quant, TensorSpec
@@ -16,6 +15,7 @@ from edgevit.data.eval_transform import eval_transform
 from edgevit.export import Artifact
 from edgevit.recipe import load_run
 from edgevit.rundir import manifest_artifacts
+from edgevit.utils import EdgeVitError, atomic_path, read_json, write_json_atomic
 
 
 def platform_artifacts(run_dir: str | Path, platform: str) -> list[Artifact]:

@@ -7,7 +7,7 @@ cannot run on this host, an emulator. Generic code (``edgevit.export``, ``edgevi
 asks the registry and never names a backend. Adding a backend is adding one folder and one import in
 ``edgevit/backends/__init__.py``.
 
-The heavy third-party library of a backend is imported lazily inside its package (``edgevit._utils.require``), so
+The heavy third-party library of a backend is imported lazily inside its package (``edgevit.utils.require``), so
 listing backends or building the CLI costs nothing.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 LAYOUTS = ("NCHW", "NHWC")  # input layouts an export can take
 COMPUTE_UNITS = ("ALL", "CPU_AND_GPU", "CPU_AND_NE", "CPU_ONLY")  # Core ML's (coremltools.ComputeUnit names)

@@ -7,7 +7,7 @@ than in either backend package (backend packages never import each other).
 
 from __future__ import annotations
 
-from edgevit._utils import require
+from edgevit.utils import require
 
 
 def xnnpack_quantizer(dynamic: bool = False, qat: bool = False, extra: str = "executorch"):

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import path_size, progress_bar
 from edgevit.backends import NotRunnable, get_backend
 from edgevit.data import calibration_batch, digits
 from edgevit.export import export
 from edgevit.measure import distribution, latency
 from edgevit.models import create_model
 from edgevit.models.profile import profile
+from edgevit.utils import path_size, progress_bar
 
 BENCH_BACKENDS = ("eager", "executorch", "tflite", "onnx")
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 
-from edgevit._utils import EdgeVitError, path_size, progress_bar
 from edgevit.backends import get_backend
 from edgevit.bench import perturb_, resolve_precision
 from edgevit.data import calibration_batch, digits
@@ -24,6 +23,7 @@ from edgevit.export import Artifact, export
 from edgevit.models import create_model
 from edgevit.models.profile import profile
 from edgevit.parity.devices import get_device
+from edgevit.utils import EdgeVitError, path_size, progress_bar
 
 DEVICE_BACKENDS = ("executorch", "tflite", "onnx")
 

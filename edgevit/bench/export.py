@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from edgevit._utils import progress_bar, require
 from edgevit.backends import get_backend, list_backends
 from edgevit.bench import perturb_, resolve_precision
 from edgevit.data import calibration_batch, digits
 from edgevit.export import export
 from edgevit.models import create_model
 from edgevit.models.profile import profile
+from edgevit.utils import progress_bar, require
 
 
 def _timed(fn, *args, **kwargs) -> dict[str, float]:

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from edgevit._utils import EdgeVitError
 from edgevit.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from edgevit.data.eval_transform import eval_transform, pil_transform, resize_crop_tensor
 from edgevit.data.images import BadImages, check_images, load_rgb
 from edgevit.data.transforms import AugConfig, as_aug_config, build_train_transform
+from edgevit.utils import EdgeVitError
 
 
 @dataclass

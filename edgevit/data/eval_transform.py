@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 CROP_PCT = 0.875  # imagefolder: resize the shorter side to floor(img_size / CROP_PCT), centre-crop img_size (timm)
 INTERPOLATIONS = ("bilinear", "bicubic")

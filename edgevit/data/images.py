@@ -19,7 +19,7 @@ from typing import Literal
 
 from PIL import Image
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 BadImages = Literal["fail", "skip"]
 

@@ -16,7 +16,7 @@ import torch.nn as nn
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 Interpolation = Literal["bilinear", "bicubic"]
 

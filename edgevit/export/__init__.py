@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from edgevit._utils import EdgeVitError, quiet
 from edgevit.backends import LAYOUTS, NotRunnable, Runner, get_backend, list_backends, to_layout
 from edgevit.export.artifact import Artifact
 from edgevit.export.opcheck import UnsupportedOp, check_ops, unsupported_ops
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig, is_quantized
+from edgevit.utils import EdgeVitError, quiet
 
 
 def export(

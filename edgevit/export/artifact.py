@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends import COMPUTE_UNITS, NotRunnable, Runner, get_backend, to_layout
+from edgevit.utils import EdgeVitError
 
 
 @dataclass

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from edgevit._utils import EdgeVitError, quiet
 from edgevit.backends import get_backend
 from edgevit.quantize.capture import export_program
+from edgevit.utils import EdgeVitError, quiet
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch.nn as nn
 
-from edgevit._utils import EdgeVitError, read_json
 from edgevit.models._prune import restore_pruned_
 from edgevit.models._registry import model_entrypoint
 from edgevit.models.weights import load_state_dict
+from edgevit.utils import EdgeVitError, read_json
 
 
 def create_model(name: str, *, weights: str | Path | None = None, **kwargs) -> nn.Module:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 
 def sync_widths_(model: nn.Module) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 

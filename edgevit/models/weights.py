@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from edgevit._utils import EdgeVitError, atomic_path, write_json_atomic
+from edgevit.utils import EdgeVitError, atomic_path, write_json_atomic
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:

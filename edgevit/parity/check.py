@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import path_size
 from edgevit.backends import NotRunnable, Runner
 from edgevit.export import Artifact
 from edgevit.measure import latency, run_all
@@ -24,6 +23,7 @@ from edgevit.parity.cost import add_cost
 from edgevit.parity.devices import HOST
 from edgevit.parity.metrics import judge, judge_vs_host, metrics, top_k
 from edgevit.parity.report import ParityReport
+from edgevit.utils import path_size
 
 METRIC_KEYS = ("top1", "top5", "agreement", "max_abs_err", "mean_abs_err", "cosine", "psnr_db", "kl_div")
 _VS_HOST_KEYS = ("agreement", "max_abs_err", "mean_abs_err", "cosine")

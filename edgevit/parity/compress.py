@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError, atomic_path, progress_bar, read_json, require, write_text_atomic
 from edgevit.backends import NotRunnable, get_backend
 from edgevit.export import Artifact
 from edgevit.rundir import artifact_file, input_shape, report_names
+from edgevit.utils import EdgeVitError, atomic_path, progress_bar, read_json, require, write_text_atomic
 
 
 def _rows(run_dirs: list[Path]) -> list[dict[str, Any]]:

@@ -31,7 +31,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgevit._config import key_path
-from edgevit._utils import EdgeVitError
 from edgevit.backends import NotRunnable, list_backends
 from edgevit.backends.coreml.emulator import FP16_COMPUTE_UNITS
 from edgevit.export import Artifact
@@ -40,6 +39,7 @@ from edgevit.parity.config import DEFAULT_TOLERANCES
 from edgevit.targets import get_target, list_targets
 from edgevit.targets.cost import CORES
 from edgevit.targets.cost import measure as measure_cost
+from edgevit.utils import EdgeVitError
 
 PROFILES_DIR = Path(__file__).with_name("profiles")
 

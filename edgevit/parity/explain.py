@@ -55,9 +55,9 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends import TraceGraph, TraceNode, get_backend, to_layout
 from edgevit.backends.base import INPUT, OUTPUT, QDQ_OPS
+from edgevit.utils import EdgeVitError
 
 METRIC = "rel_l2"
 # a module's relative L2 error above this is divergence; per precision, well above what healthy artifacts of a

@@ -20,8 +20,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from edgevit._utils import write_text_atomic
 from edgevit.parity.cost import cost_plot, render_cost_html
+from edgevit.utils import write_text_atomic
 
 PASS_COLOR, FAIL_COLOR, NOT_RUN_COLOR, REF_COLOR = "#2ca02c", "#d62728", "#7f7f7f", "#1f77b4"
 ROW_FAIL = ' class="row-fail"'

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgevit._utils import write_json_atomic, write_text_atomic
 from edgevit.parity.cost import render_cost_markdown
 from edgevit.parity.html import write_html
 from edgevit.rundir import report_names
+from edgevit.utils import write_json_atomic, write_text_atomic
 
 SCHEMA_VERSION = 2
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 
 def capture(model: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool = False) -> torch.fx.GraphModule:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from edgevit._utils import EdgeVitError, progress_bar, read_json, write_json_atomic
 from edgevit.quantize.capture import capture
+from edgevit.utils import EdgeVitError, progress_bar, read_json, write_json_atomic
 
 
 def module_paths(node: torch.fx.Node) -> set[str]:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgevit._utils import EdgeVitError, progress_bar, require
 from edgevit.quantize.mixed import skip_modules
+from edgevit.utils import EdgeVitError, progress_bar, require
 
 # precisions with static activation ranges: they need calibration images (dynamic and weight-only ones do not)
 CALIBRATED_PRECISIONS = frozenset({"int8"})

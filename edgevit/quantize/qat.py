@@ -40,10 +40,10 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 
-from edgevit._utils import EdgeVitError, read_json
 from edgevit.data import DataSplits
 from edgevit.train import TrainConfig, TrainResult, load_checkpoint, train
 from edgevit.train.distill import distillation_loss
+from edgevit.utils import EdgeVitError, read_json
 
 
 class QATBackend(Protocol):

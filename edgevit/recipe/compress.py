@@ -7,13 +7,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from edgevit._utils import EdgeVitError
 from edgevit.models import save_model
 from edgevit.prune import PruneConfig, SparsityConfig, make_sparsity_permanent_, prune_, sparsify_
 from edgevit.recipe.stages import example_image, trained
 from edgevit.rundir import model_path, recipe_path
 from edgevit.train import train
 from edgevit.train.distill import distillation_loss
+from edgevit.utils import EdgeVitError
 
 
 def _compress_stage(

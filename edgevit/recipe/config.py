@@ -14,7 +14,6 @@ import yaml
 from pydantic import Field, ValidationError, model_serializer, model_validator
 
 from edgevit._config import StrictModel, key_path
-from edgevit._utils import EdgeVitError, write_text_atomic
 from edgevit.backends import LAYOUTS, all_precisions, get_backend, list_backends, qat_backends
 from edgevit.models import create_model, list_models
 from edgevit.parity import ParityConfig
@@ -23,6 +22,7 @@ from edgevit.quantize import PTQConfig
 from edgevit.quantize.qat import QATConfig
 from edgevit.train import TrainConfig
 from edgevit.train.finetune import FinetuneConfig
+from edgevit.utils import EdgeVitError, write_text_atomic
 
 BackendName = Literal[tuple(list_backends())]  # type: ignore[valid-type]  # from the registry
 PrecisionName = Literal[tuple(all_precisions())]  # type: ignore[valid-type]

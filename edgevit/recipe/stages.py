@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import EdgeVitError, progress_bar
 from edgevit.backends import get_backend
 from edgevit.data import DataSplits, build_dataset, calibration_batch, select_classes
 from edgevit.data.transforms import AugConfig
@@ -41,6 +40,7 @@ from edgevit.train import TrainConfig, predict, seed_everything, top1, train
 from edgevit.train.distill import load_teacher
 from edgevit.train.finetune import freeze_backbone_, frozen_to_eval_, load_pretrained_, resolve_source
 from edgevit.train.multiscale import check_sizes
+from edgevit.utils import EdgeVitError, progress_bar
 
 # ---------------------------------------------------------------------------------------------- stages
 

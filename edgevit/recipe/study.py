@@ -30,9 +30,9 @@ from typing import Any
 
 import yaml
 
-from edgevit._utils import EdgeVitError, read_json, write_json_atomic
 from edgevit.recipe.config import Recipe
 from edgevit.recipe.stages import stage_train
+from edgevit.utils import EdgeVitError, read_json, write_json_atomic
 
 ARMS = ("baseline", "distilled", "sam")
 DEFAULT_STUDENT = "recipes/digits/study_vit.yaml"

@@ -17,8 +17,8 @@ from typing import Any
 
 from rich.table import Table
 
-from edgevit._utils import read_json, write_json_atomic
 from edgevit.rundir import timings_path
+from edgevit.utils import read_json, write_json_atomic
 
 
 def read_timings(run_dir: str | Path) -> list[dict[str, Any]]:

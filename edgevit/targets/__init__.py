@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevit._utils import EdgeVitError, progress_bar, write_json_atomic
+from edgevit.utils import EdgeVitError, progress_bar, write_json_atomic
 
 TARGETS = {"android-arm64": "edgevit.targets.android_arm64:AndroidArm64"}
 

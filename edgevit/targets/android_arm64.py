@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError, progress_bar
 from edgevit.backends import RunFailed
 from edgevit.targets import Step, default_cache, executorch_runtime, pending_steps, qemu_build, run_steps
+from edgevit.utils import EdgeVitError, progress_bar
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")

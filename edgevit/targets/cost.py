@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError, require
 from edgevit.backends import RunFailed
+from edgevit.utils import EdgeVitError, require
 
 RUNS = 2  # inferences inside the counted window (after one warm-up inference)
 

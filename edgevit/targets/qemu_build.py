@@ -23,7 +23,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 SOURCE_SUITE, SOURCE_PACKAGE = "trixie", "qemu"
 SERIES = "10.0"  # QEMU release series the plugin is written for (plugin API version 4)

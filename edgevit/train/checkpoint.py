@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from edgevit._utils import read_json, write_json_atomic
 from edgevit.models.weights import load_state_dict, save_state_dict
+from edgevit.utils import read_json, write_json_atomic
 
 
 def save_checkpoint(

@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgevit._utils import EdgeVitError
 from edgevit.data import DataSplits
 from edgevit.models import load_model
 from edgevit.train.config import LossFn
+from edgevit.utils import EdgeVitError
 
 
 def distillation_loss(

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 
 @dataclass

@@ -39,9 +39,9 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgevit._utils import EdgeVitError, read_json
 from edgevit.models.layers import resample_pos_embed
 from edgevit.models.weights import load_state_dict
+from edgevit.utils import EdgeVitError, read_json
 
 
 class FinetuneConfig(BaseModel):

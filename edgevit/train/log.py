@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from edgevit._utils import write_text_atomic
+from edgevit.utils import write_text_atomic
 
 
 class MetricsLog:

@@ -37,7 +37,6 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from edgevit._utils import EdgeVitError, progress_bar, write_json_atomic
 from edgevit.data import DataSplits
 from edgevit.train.checkpoint import jsonable, load_checkpoint, load_part, save_checkpoint
 from edgevit.train.config import LossFn, TrainConfig, TrainResult
@@ -47,6 +46,7 @@ from edgevit.train.multiscale import MultiScaleBatches, check_sizes, resize_batc
 from edgevit.train.rng import rng_state, seed_everything, set_rng_state
 from edgevit.train.sampling import EpochOrder, KeyedOrder, RepeatedOrder, SeededSamples
 from edgevit.train.step import build_loss, build_optimizer, optimizer_step
+from edgevit.utils import EdgeVitError, progress_bar, write_json_atomic
 
 
 @torch.no_grad()

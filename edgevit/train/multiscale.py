@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.func import functional_call
 from torch.utils.data import Sampler
 
-from edgevit._utils import EdgeVitError
 from edgevit.train.sampling import EpochOrder
+from edgevit.utils import EdgeVitError
 
 
 class MultiScaleConfig(BaseModel):

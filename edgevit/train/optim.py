@@ -9,8 +9,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgevit._utils import EdgeVitError
 from edgevit.train.sam import SAM
+from edgevit.utils import EdgeVitError
 
 _BLOCK = re.compile(r"^(?:blocks|stages)\.(\d+)\.")
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 
 class SAM(torch.optim.Optimizer):

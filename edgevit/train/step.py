@@ -10,12 +10,12 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from edgevit._utils import EdgeVitError
 from edgevit.data.transforms import build_criterion, build_mixup
 from edgevit.train.config import LossFn, TrainConfig
 from edgevit.train.distill import deit_distillation_loss
 from edgevit.train.optim import create_optimizer
 from edgevit.train.sam import disable_running_stats
+from edgevit.utils import EdgeVitError
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import atomic_path, require
 from edgevit.backends.coreml.quantizer import quantizer
 from edgevit.backends.coreml.runtime import quiet_coremltools
 from edgevit.quantize import PTQConfig, calibrate_pt2e, capture
+from edgevit.utils import atomic_path, require
 
 
 def convert(

@@ -15,7 +15,7 @@ lower precision than float32), op fusion the runtime performs, and the Neural En
 approximations. Emulated fp16 numbers are therefore close to, not bit-identical with, an iPhone's.
 
 Ops are a registry, ``OPS: op type -> function(**inputs) -> array | tuple``; an op not in it is an
-:class:`~edgevit._utils.EdgeVitError` naming the op type, the op and its output.
+:class:`~edgevit.utils.EdgeVitError` naming the op type, the op and its output.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError, require
 from edgevit.backends.coreml.mil_ops import OPS, dequantize
+from edgevit.utils import EdgeVitError, require
 
 EXECUTION = "emulated (NumPy MIL interpreter, per-op fp16 rounding)"
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.special import erf
 
-from edgevit._utils import EdgeVitError
+from edgevit.utils import EdgeVitError
 
 
 # ----------------------------------------------------------------------------------------------- elementwise

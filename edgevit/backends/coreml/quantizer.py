@@ -8,9 +8,9 @@ into Core ML's ``quantize``/``dequantize`` ops (iOS 17+).
 
 from __future__ import annotations
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends.base import qat_backends
 from edgevit.backends.pt2e import xnnpack_quantizer
+from edgevit.utils import EdgeVitError
 
 NO_QAT = "edgevit quantizes Core ML after training (PT2E W8A8, precision int8) only"
 

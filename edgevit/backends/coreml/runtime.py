@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit._utils import require
 from edgevit.backends.base import NotRunnable, Runner
+from edgevit.utils import require
 
 
 def load(path: Path, threads: int, compute_units: str | None = None) -> Runner:

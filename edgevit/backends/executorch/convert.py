@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from edgevit._utils import atomic_path, require
 from edgevit.backends.executorch import lowering
 from edgevit.backends.executorch.quantizer import quantizer
 from edgevit.quantize import PTQConfig, calibrate_pt2e, capture, export_program, is_quantized
+from edgevit.utils import atomic_path, require
 
 
 def convert(

@@ -35,7 +35,7 @@ from torch.fx.graph import _PyTreeCodeGen
 from torch.fx.graph_module import GraphModule
 from torch.fx.passes.infra.pass_base import PassResult
 
-from edgevit._utils import require
+from edgevit.utils import require
 
 # Upstream changes the patches mirror (none is in torch 2.14.1 / executorch 1.5.1 for these code paths).
 UPSTREAM_PROVENANCE_FIX = "https://github.com/pytorch/pytorch/pull/193051"  # NodeSource: shallow-copy from_node

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgevit._utils import require
 from edgevit.backends.base import Runner
+from edgevit.utils import require
 
 
 def load(path: Path, threads: int) -> Runner:

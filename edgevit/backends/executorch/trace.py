@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends.base import TraceGraph, TraceNode, to_layout
 from edgevit.backends.executorch.convert import prepare
 from edgevit.backends.executorch.runtime import load
 from edgevit.quantize import CALIBRATED_PRECISIONS
+from edgevit.utils import EdgeVitError
 
 REPRODUCIBLE = ("fp32", "int8", "int8-dynamic")  # precisions the re-lowering can re-quantize as the exporter did
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends.base import Backend, Runner, qat_backends, register_backend
+from edgevit.utils import EdgeVitError
 
 
 @register_backend

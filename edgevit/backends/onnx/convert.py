@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import EdgeVitError, atomic_path, require
 from edgevit.quantize import PTQConfig
+from edgevit.utils import EdgeVitError, atomic_path, require
 
 
 def convert(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit._utils import require
 from edgevit.backends.base import Runner
+from edgevit.utils import require
 
 
 def load(path: Path, threads: int) -> Runner:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit._utils import require
 from edgevit.backends.base import TraceGraph, TraceNode
 from edgevit.backends.onnx.convert import export_fp32
+from edgevit.utils import require
 
 
 def onnx_scopes(proto) -> tuple[dict[str, str], dict[str, str]]:

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevit._utils import atomic_path, require
 from edgevit.backends.tflite.quantizer import quantizer
 from edgevit.backends.tflite.runtime import interpreter_class
 from edgevit.quantize import PTQConfig, calibrate_pt2e, capture, is_quantized
+from edgevit.utils import atomic_path, require
 
 
 def convert(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from edgevit._utils import require
+from edgevit.utils import require
 
 
 def quantizer(precision: str, qat: bool = False):

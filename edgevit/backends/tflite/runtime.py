@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit._utils import EdgeVitError
 from edgevit.backends.base import Runner, TensorIO
+from edgevit.utils import EdgeVitError
 
 
 def interpreter_class():

@@ -1,4 +1,4 @@
-"""Small shared helpers: the error type, atomic writes, lazy backend imports."""
+"""Small shared helpers: the error type, atomic writes, write checks, lazy imports of optional packages, progress."""
 
 from __future__ import annotations
 
