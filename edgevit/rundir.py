@@ -162,11 +162,19 @@ def manifest_artifacts(run_dir: str | Path, manifest: dict[str, Any] | None = No
     return out
 
 
-def record(run_dir: str | Path, meta: dict, example_shape: list[int], artifacts: list[Artifact]) -> Path:
+def record(
+    run_dir: str | Path,
+    meta: dict,
+    example_shape: list[int],
+    artifacts: list[Artifact],
+    preprocess: dict[str, Any] | None = None,
+) -> Path:
     """Add (or replace) ``artifacts`` in ``artifacts/manifest.json``, with what an app needs to feed them.
 
     ``meta`` is the trained model's ``model.json`` (name, args, mean, std, classes); ``example_shape`` the PyTorch
-    model's input shape ``[1, C, H, W]``.
+    model's input shape ``[1, C, H, W]``; ``preprocess`` the evaluation transform from an 8-bit image to that input
+    (:meth:`edgevit.data.eval_transform.EvalTransform.to_json`: resize, interpolation, crop, mean/std), recorded as
+    ``input.preprocess`` so an app can reproduce it exactly.
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
@@ -184,6 +192,7 @@ def record(run_dir: str | Path, meta: dict, example_shape: list[int], artifacts:
             "scale": "pixel / 255, then (x - mean) / std",
             # shape and layout are the PyTorch model's; a channels-last export takes its own (NHWC: [1, H, W, C])
             "per_artifact": "artifacts[].info.input_layout and info.input_shape override layout and shape",
+            **({"preprocess": preprocess} if preprocess else {}),
         },
         "output": {"name": "logits", "shape": [1, len(meta["classes"])]},
         "classes": meta["classes"],

@@ -88,6 +88,14 @@ def test_manifest_tells_an_app_how_to_feed_the_model(quickstart_run):
     m = json.loads((quickstart_run / "artifacts" / "manifest.json").read_text())
     assert m["input"]["shape"] == [1, 3, 32, 32] and m["input"]["mean"] == [0.5, 0.5, 0.5]
     assert m["classes"] == [str(i) for i in range(10)]
+    pre = m["input"]["preprocess"]  # the val transform, from the code that builds it (digits: upsampled, no crop)
+    assert (pre["resize_shorter"], pre["crop"], pre["interpolation"], pre["antialias"]) == (
+        32,
+        [32, 32],
+        "bilinear",
+        False,
+    )
+    assert pre["mean"] == [0.5, 0.5, 0.5] and pre["value_scale"] == 255.0
     assert len(m["artifacts"]) == 9
     et = [a for a in m["artifacts"] if a["backend"] == "executorch" and a["precision"] == "fp32"][0]
     assert et["info"]["partitions"] >= 1

@@ -15,6 +15,7 @@ import torch
 
 from edgevit.backends import get_backend
 from edgevit.data import DataSplits, build_dataset, calibration_batch, select_classes
+from edgevit.data.eval_transform import eval_transform
 from edgevit.data.transforms import AugConfig
 from edgevit.export import Artifact, export
 from edgevit.models import create_model, load_model, save_model
@@ -294,7 +295,8 @@ def stage_export(
             bars.update(task, info=f"{t.backend} {t.resolved_precision}")
             done.append(_export_target(run_dir, recipe, model, example, t, calib, ptq))
             bars.update(task, advance=1)
-    record(run_dir, meta, list(example.shape), done)
+    preprocess = eval_transform(recipe.data.name, recipe.data.img_size, meta["mean"], meta["std"]).to_json()
+    record(run_dir, meta, list(example.shape), done, preprocess)
     return done
 
 
