@@ -23,6 +23,9 @@ from filelock import FileLock
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under pytest-xdist; None in a plain run
 torch.set_num_threads(1 if WORKER else 2)  # one intra-op thread per worker: 2 workers share the 2 cores
+# stage_export runs one process per backend group by default; the test workers already use both cores, so tests
+# export serially (tests/test_recipe.py checks that both ways write the same files)
+os.environ.setdefault("EDGEVIT_EXPORT_JOBS", "1")
 
 
 # the console script pip installed beside this interpreter: the entry point a user runs (pyproject's

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import yaml
 
@@ -81,3 +83,53 @@ def test_an_nhwc_target_gets_its_own_file_beside_the_nchw_one():
     nchw, nhwc = Target(backend="tflite", precision="int8"), Target(backend="tflite", precision="int8", layout="NHWC")
     assert (nchw.filename("pt2e"), nhwc.filename("pt2e")) == ("tflite_int8.tflite", "tflite_int8_nhwc.tflite")
     assert Target(backend="onnx", layout="NHWC").filename("nncf") == "onnx_fp32_nhwc.onnx"
+
+
+@pytest.mark.slow
+def test_parallel_export_writes_the_same_files_as_a_serial_one(tiny_digits_run, tmp_path, monkeypatch):
+    """One process per backend group (``export.jobs``) changes nothing in any artifact, byte for byte."""
+    import hashlib
+
+    from conftest import copy_run
+
+    from edgevit.recipe import Target, stage_export
+
+    targets = [
+        Target(backend="executorch", precision="fp32"),
+        Target(backend="executorch", precision="int8"),
+        Target(backend="tflite", precision="int8"),
+        Target(backend="onnx", precision="fp32"),
+    ]
+
+    def digests(jobs: str) -> dict[str, str]:
+        monkeypatch.setenv("EDGEVIT_EXPORT_JOBS", jobs)
+        run = copy_run(tiny_digits_run, tmp_path / f"jobs{jobs}", [])
+        arts = stage_export(run, targets, progress=False)
+        return {a.path.name: hashlib.sha256(a.path.read_bytes()).hexdigest() for a in arts}
+
+    serial, parallel = digests("1"), digests("2")
+    assert (
+        list(serial)
+        == list(parallel)
+        == ["executorch_fp32.pte", "executorch_int8.pte", "tflite_int8.tflite", "onnx_fp32.onnx"]
+    )
+    assert serial == parallel
+
+
+def test_export_jobs_follow_the_environment_then_the_recipe_and_never_exceed_the_backends(monkeypatch):
+    from edgevit.recipe.stages import backend_groups, export_jobs
+
+    monkeypatch.delenv("EDGEVIT_EXPORT_JOBS", raising=False)
+    assert export_jobs(None, 4) == min(2, os.cpu_count() or 1) and export_jobs(3, 2) == 2 and export_jobs(1, 4) == 1
+    monkeypatch.setenv("EDGEVIT_EXPORT_JOBS", "1")
+    assert export_jobs(4, 4) == 1
+    monkeypatch.setenv("EDGEVIT_EXPORT_JOBS", "two")
+    with pytest.raises(EdgeVitError, match="EDGEVIT_EXPORT_JOBS"):
+        export_jobs(None, 4)
+    from edgevit.recipe import Target
+
+    pairs = [("executorch", "fp32"), ("executorch", "int8"), ("tflite", "fp32"), ("onnx", "fp32")]
+    pairs += [("executorch", "int8-dynamic"), ("coreml", "fp16")]
+    ts = [Target(backend=b, precision=p) for b, p in pairs]
+    groups = backend_groups(ts, 2)
+    assert sorted(i for g in groups for i in g) == list(range(6)) and groups[0] == [0, 1, 4]  # a backend stays whole

@@ -116,6 +116,12 @@ class ExportConfig(StrictModel):
     """The artifacts to produce."""
 
     targets: list[Target] = Field(default_factory=_default_targets)
+    jobs: int | None = Field(
+        None,
+        ge=1,
+        description="processes exporting at once, one backend per process (default: min(2, CPUs); "
+        "$EDGEVIT_EXPORT_JOBS overrides); every artifact is the same file whatever the number",
+    )
 
 
 _RECOVER_OWN = ("distill", "distill_weight", "temperature")

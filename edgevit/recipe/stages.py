@@ -6,7 +6,10 @@ can run on its own.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig, shared_capture
 from edgevit.quantize.mixed import plan_mixed_precision
 from edgevit.quantize.qat import convert_qat, load_qat, train_qat
 from edgevit.recipe.config import Recipe, Target
+from edgevit.recipe.timings import record as record_timing
 from edgevit.recipe.timings import timed
 from edgevit.rundir import (
     manifest_artifacts,
@@ -288,29 +292,88 @@ def stage_export(
             plan = _plan_mixed_precision(model, data, calib, ptq, progress)
         plan.save(plan_path(run_dir))
         ptq = ptq.model_copy(update={"keep_float": list(dict.fromkeys(ptq.keep_float + plan.float_modules))})
-    done = []
-    with progress_bar(progress) as bars, shared_capture():  # the variants of this model share one torch.export
+    groups = backend_groups(targets, export_jobs(recipe.export.jobs, len({t.backend for t in targets})))
+    done: dict[int, Artifact] = {}
+    with progress_bar(progress) as bars:
         task = bars.add_task("export", total=len(targets), info="")
-        for t in targets:
-            bars.update(task, info=f"{t.backend} {t.resolved_precision}")
-            done.append(_export_target(run_dir, recipe, model, example, t, calib, ptq))
-            bars.update(task, advance=1)
+        if len(groups) == 1:
+            with shared_capture():  # the variants of this model share one torch.export
+                for i in groups[0]:
+                    t = targets[i]
+                    bars.update(task, info=f"{t.backend} {t.resolved_precision}")
+                    with timed(run_dir, f"export {Path(t.filename(recipe.quantize.method)).stem}"):
+                        done[i] = _export_target(run_dir, recipe, model, example, t, calib, ptq)
+                    bars.update(task, advance=1)
+        else:  # one process per group of backends; each loads the run and calibrates on the same sample
+            bars.update(task, info=f"{len(groups)} processes")
+            stage, t0 = f"export ({len(groups)} processes in parallel)", time.perf_counter()
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=len(groups), mp_context=spawn) as pool:
+                futures = [
+                    pool.submit(_export_worker, str(run_dir), [targets[i] for i in g], ptq.model_dump()) for g in groups
+                ]
+                for g, future in zip(groups, futures, strict=True):
+                    for i, (doc, seconds) in zip(g, future.result(), strict=True):
+                        done[i] = Artifact.from_json(doc)
+                        record_timing(run_dir, f"export {Path(doc['path']).stem}", seconds, within=stage)
+                        bars.update(task, advance=1)
+            record_timing(run_dir, stage, time.perf_counter() - t0)
+    done = [done[i] for i in range(len(targets))]
     preprocess = eval_transform(recipe.data.name, recipe.data.img_size, meta["mean"], meta["std"]).to_json()
     record(run_dir, meta, list(example.shape), done, preprocess)
     return done
 
 
 def _export_target(run_dir: Path, recipe: Recipe, model, example, t: Target, calib, ptq: PTQConfig) -> Artifact:
-    """One target of ``stage_export`` into ``RUN/artifacts``, its time recorded (``timings.json``)."""
+    """One target of ``stage_export`` into ``RUN/artifacts``."""
     path = run_dir / "artifacts" / t.filename(recipe.quantize.method)
-    with timed(run_dir, f"export {path.stem}"):
-        if t.method == "qat":
-            graph = _qat_graph(run_dir, recipe, model, example, t.backend)
-            art = export(graph, example, t.backend, path, t.resolved_precision)
-            art.info.update(method="qat", quantizer=get_backend(t.backend).qat_label, qat=recipe.qat.model_dump())
-            return art
-        t_ptq = ptq.model_copy(update={"method": t.method or ptq.method})
-        return export(model, example, t.backend, path, t.resolved_precision, calib=calib, ptq=t_ptq, layout=t.layout)
+    if t.method == "qat":
+        graph = _qat_graph(run_dir, recipe, model, example, t.backend)
+        art = export(graph, example, t.backend, path, t.resolved_precision)
+        art.info.update(method="qat", quantizer=get_backend(t.backend).qat_label, qat=recipe.qat.model_dump())
+        return art
+    t_ptq = ptq.model_copy(update={"method": t.method or ptq.method})
+    return export(model, example, t.backend, path, t.resolved_precision, calib=calib, ptq=t_ptq, layout=t.layout)
+
+
+def export_jobs(configured: int | None, backends: int) -> int:
+    """How many processes export at once: ``$EDGEVIT_EXPORT_JOBS``, else the recipe's ``export.jobs``, else
+    ``min(2, CPUs)``; never more than the run has backends (a backend's variants share one capture in one process).
+    """
+    env = os.environ.get("EDGEVIT_EXPORT_JOBS")
+    if env is not None and not env.isdigit():
+        raise EdgeVitError(f"EDGEVIT_EXPORT_JOBS must be a positive integer, not {env!r}")
+    jobs = int(env) if env else configured or min(2, os.cpu_count() or 1)
+    return max(1, min(jobs, backends))
+
+
+def backend_groups(targets: list[Target], jobs: int) -> list[list[int]]:
+    """Target indices in ``jobs`` groups: each backend whole in one group (largest first, to the smallest group),
+    so the groups take about as long and each backend's variants share one ``torch.export``."""
+    by_backend: dict[str, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_backend.setdefault(t.backend, []).append(i)
+    groups: list[list[int]] = [[] for _ in range(jobs)]
+    for idx in sorted(by_backend.values(), key=len, reverse=True):
+        min(groups, key=len).extend(idx)
+    return [sorted(g) for g in groups if g]
+
+
+def _export_worker(run_dir: str, targets: list[Target], ptq: dict) -> list[tuple[dict, float]]:
+    """A process of a parallel ``stage_export``: load the run, export ``targets`` in order; ``(artifact record with
+    an absolute path, seconds)`` each. Deterministic: the same files as a serial export."""
+    torch.set_num_threads(1)  # the other processes use the other cores
+    recipe, model, data, _ = trained(run_dir)
+    example = example_image(data)
+    config = PTQConfig.model_validate(ptq)
+    calib = _calib_batch(recipe, data) if any(t.resolved_precision in CALIBRATED_PRECISIONS for t in targets) else None
+    out = []
+    with shared_capture():
+        for t in targets:
+            t0 = time.perf_counter()
+            art = _export_target(Path(run_dir), recipe, model, example, t, calib, config)
+            out.append((art.to_json(), time.perf_counter() - t0))
+    return out
 
 
 def _plan_mixed_precision(model, data: DataSplits, calib: torch.Tensor, ptq: PTQConfig, progress: bool):

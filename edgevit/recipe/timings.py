@@ -30,11 +30,13 @@ def read_timings(run_dir: str | Path) -> list[dict[str, Any]]:
     return list(doc.get("stages", [])) if isinstance(doc, dict) else []
 
 
-def record(run_dir: str | Path, stage: str, seconds: float) -> None:
-    """Set ``stage``'s row (replacing an older one) in ``RUN/timings.json``, atomically."""
+def record(run_dir: str | Path, stage: str, seconds: float, within: str | None = None) -> None:
+    """Set ``stage``'s row (replacing an older one) in ``RUN/timings.json``, atomically. ``within`` names the stage
+    whose wall time this row's overlaps (exports run in parallel processes): it is listed, not added to the total."""
     rows = [r for r in read_timings(run_dir) if r.get("stage") != stage]
     finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rows.append({"stage": stage, "seconds": round(seconds, 3), "finished": finished})
+    row = {"stage": stage, "seconds": round(seconds, 3), "finished": finished}
+    rows.append(row | ({"within": within} if within else {}))
     write_json_atomic(timings_path(run_dir), {"stages": rows})
 
 
@@ -49,14 +51,18 @@ def timed(run_dir: str | Path, stage: str) -> Iterator[None]:
 
 
 def table(rows: list[dict[str, Any]], title: str = "where the time went") -> Table:
-    """A rich table of stage rows: seconds and share of the total."""
-    total = sum(r["seconds"] for r in rows) or 1.0
+    """A rich table of stage rows: seconds and share of the total wall time (rows ``within`` another, which ran in
+    parallel inside it, are shown indented without a share)."""
+    total = sum(r["seconds"] for r in rows if not r.get("within")) or 1.0
     t = Table(title=title)
     t.add_column("stage")
     t.add_column("seconds", justify="right")
     t.add_column("share", justify="right")
     for r in rows:
-        t.add_row(r["stage"], f"{r['seconds']:.1f}", f"{100 * r['seconds'] / total:.0f}%")
+        if r.get("within"):
+            t.add_row(f"  {r['stage']}", f"{r['seconds']:.1f}", "", style="dim")
+        else:
+            t.add_row(r["stage"], f"{r['seconds']:.1f}", f"{100 * r['seconds'] / total:.0f}%")
     t.add_row("total", f"{total:.1f}", "100%", style="bold")
     return t
 
