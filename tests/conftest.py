@@ -42,29 +42,6 @@ def edgevit_cli(*args: str, timeout: int = 900, **kw) -> subprocess.CompletedPro
     )
 
 
-def randomize_(model: torch.nn.Module, seed: int = 1, fc: torch.nn.Linear | None = None) -> torch.nn.Module:
-    """Random norm statistics/affines and an O(1)-scale classifier, in place.
-
-    Default inits zero the last BN of residual branches and draw tiny heads, which hides most of a network
-    from a logit comparison; after this every branch shows in the logits, so lowering tests can fail.
-    The classifier is every top-level ``head``/``head_dist``/``classifier`` Linear, or ``fc`` when given.
-    """
-    nn = torch.nn
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-            is_head = m is fc if fc is not None else name.split(".")[0] in ("head", "head_dist", "classifier")
-            if isinstance(m, nn.Linear) and is_head:
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
-    return model
-
-
 @pytest.fixture
 def one_thread():
     """Run small-tensor work on one intra-op thread: faster here, and far faster when other jobs load the cores."""

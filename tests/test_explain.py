@@ -13,10 +13,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
 
 from edgevit import create_model
 from edgevit.backends import get_backend
+from edgevit.bench import randomize_
 from edgevit.export import Artifact
 from edgevit.parity import app_inputs
 from edgevit.parity.explain import compare, explain, first_divergent, layouts, reference_outputs

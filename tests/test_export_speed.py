@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomize_
 from torch import nn
 
 from edgevit import create_model
 from edgevit.backends.executorch import lowering as fast
 from edgevit.backends.executorch.convert import prepare
 from edgevit.backends.executorch.runtime import load
+from edgevit.bench import randomize_
 from edgevit.export import export
 from edgevit.quantize import export_program, shared_capture
 

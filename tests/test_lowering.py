@@ -12,10 +12,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
 
 from edgevit import create_model, list_models
 from edgevit.backends import get_backend
+from edgevit.bench import randomize_
 from edgevit.export import export
 from edgevit.models.profile import profile
 

@@ -11,9 +11,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
 
 from edgevit import EdgeVitError, create_model, list_models
+from edgevit.bench import randomize_
 from edgevit.models.mobile_former import (
     _CONFIGS,
     MobileFormer,

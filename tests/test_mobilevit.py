@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import randomize_
 
 from edgevit import EdgeVitError
+from edgevit.bench import randomize_
 from edgevit.export import export
 from edgevit.models import create_model, list_models, model_entrypoint
 

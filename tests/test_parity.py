@@ -223,9 +223,9 @@ def test_core_ml_compute_units_set_the_emulated_precision(digits32, tiny_vit, tm
     (the GPU and Neural Engine allowed, which compute in fp16) in fp16, exactly as the fp16 conversion of the same
     model; ``execution`` says which. A device profile's compute units reach the emulator through ``check``."""
     import torch
-    from conftest import randomize_
 
     from edgevit.backends import get_backend
+    from edgevit.bench import randomize_
     from edgevit.export import export
     from edgevit.parity import ParityConfig, check
     from edgevit.parity.devices import DeviceProfile, ProfileDevice

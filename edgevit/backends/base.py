@@ -1,11 +1,13 @@
 """The backend contract and registry: everything edgevit knows about a runtime sits behind one :class:`Backend`.
 
-A backend package (``edgevit/backends/<name>/``) defines a :class:`Backend` subclass and registers it with
-:func:`register_backend`; its modules own that runtime's PT2E quantizer (``quantizer.py``), conversion
-(``convert.py``), runtime (``runtime.py``), per-layer tracer for ``explain`` (``trace.py``) and, where the runtime
-cannot run on this host, an emulator. Generic code (``edgevit.export``, ``edgevit.parity``, the recipe, the CLI)
-asks the registry and never names a backend. Adding a backend is adding one folder and one import in
-``edgevit/backends/__init__.py``.
+A backend package (``edgevit/backends/<name>/``) defines a :class:`Backend` subclass (its facts: name, suffix,
+precisions, ...) and registers it with :func:`register_backend`; its modules own that runtime's PT2E quantizer
+(``quantizer.py``: ``quantizer(precision, qat)``), conversion (``convert.py``: ``convert(...)``,
+``unsupported(ep)``), runtime (``runtime.py``: ``load(path, threads, compute_units)``) and per-layer tracer for
+``explain`` (``trace.py``: ``trace(path, model, example, **context)``); :class:`Backend` loads each module on first
+use, so a backend overrides only what differs (an emulator, quantized I/O, a missing PT2E quantizer). Generic code
+(``edgevit.export``, ``edgevit.parity``, the recipe, the CLI) asks the registry and never names a backend. Adding a
+backend is adding one folder and one import in ``edgevit/backends/__init__.py``.
 
 The heavy third-party library of a backend is imported lazily inside its package (``edgevit.utils.require``), so
 listing backends or building the CLI costs nothing.
@@ -13,7 +15,7 @@ listing backends or building the CLI costs nothing.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +114,9 @@ class TensorIO:
 # ------------------------------------------------------------------------------------------------ the contract
 
 
-class Backend(ABC):
-    """One runtime edgevit exports to. Subclasses set the class attributes and implement the methods.
+class Backend:
+    """One runtime edgevit exports to. Subclasses set the class attributes; the methods call the package's modules
+    (``edgevit.backends.<name>.quantizer``, ``convert``, ``runtime``, ``trace``), imported on first use.
 
     Attributes:
         name: the registry name (``executorch``).
@@ -137,35 +140,39 @@ class Backend(ABC):
         """The backend's float precision (the first of :attr:`precisions`)."""
         return self.precisions[0]
 
+    def _module(self, name: str):
+        """``edgevit.backends.<self.name>.<name>``, imported on first use (it imports torch and its converter)."""
+        return importlib.import_module(f"edgevit.backends.{self.name}.{name}")
+
     def quantizer(self, precision: str, qat: bool = False):
         """The backend's own PT2E quantizer for ``precision`` (``qat``: with fake-quantize modules for training).
 
         Raises:
             EdgeVitError: the backend quantizes without PT2E (or has no QAT), or its package is missing.
         """
-        what = "QAT" if qat else f"PT2E {precision}"
-        raise EdgeVitError(f"{what} is not available for {self.name}; QAT backends: {', '.join(qat_backends())}")
+        return self._module("quantizer").quantizer(precision, qat)
 
-    @abstractmethod
     def convert(self, model, example, path: Path, precision: str, calib=None, ptq=None) -> dict[str, Any]:
         """Quantize ``model`` if ``precision`` asks for it (calibrating on ``calib`` when static), lower it at
         ``example``'s shape and write ``path`` atomically; return export facts for the manifest."""
+        return self._module("convert").convert(model, example, path, precision, calib, ptq)
 
-    @abstractmethod
     def load(self, path: Path, threads: int, compute_units: str | None = None) -> Runner:
         """A runner mapping one float32 image in the artifact's layout to ``[1, K]`` float32 logits.
 
         Raises:
             NotRunnable: the runtime cannot run on this host (then :meth:`emulate` may).
         """
+        return self._module("runtime").load(path, threads, compute_units)
 
-    @abstractmethod
     def unsupported(self, ep) -> list:
         """The FX nodes of ``ep`` (an ``ExportedProgram``) this backend's converter has no lowering for."""
+        return self._module("convert").unsupported(ep)
 
-    @abstractmethod
-    def trace(self, path: Path, model, example, *, precision: str, info: dict, layout: str, calib=None, ptq=None):
-        """The artifact as a :class:`TraceGraph` whose tensors map to ``model``'s modules (for ``explain``)."""
+    def trace(self, path: Path, model, example, **context) -> TraceGraph:
+        """The artifact as a :class:`TraceGraph` whose tensors map to ``model``'s modules (for ``explain``);
+        ``context``: ``precision``, ``info`` (the manifest's), ``layout``, ``calib``, ``ptq``."""
+        return self._module("trace").trace(path, model, example, **context)
 
     def io_tensors(self, path: Path) -> tuple[TensorIO, TensorIO]:
         """The artifact's ``(input, output)`` element types as an app sees them: float32 unless the runtime's

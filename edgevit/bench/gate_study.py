@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from edgevit.backends import get_backend
-from edgevit.bench import perturb_
+from edgevit.bench import perturb_, randomize_
 from edgevit.data import digits
 from edgevit.export import export
 from edgevit.models import create_model
@@ -42,20 +42,6 @@ def small_size(name: str) -> int:
     return 2 * int(m.group(1)) if m else 64
 
 
-def _randomize_norms_(model: torch.nn.Module, seed: int = 1) -> None:
-    """Random norm affines and BN statistics: default inits hide branches from a logit comparison."""
-    g = torch.Generator().manual_seed(seed)
-    nn = torch.nn
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-
-
 def clean(models: list[str], images: int = 16, backends: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Metrics of each model's clean artifacts vs PyTorch (one row per model and backend)."""
     backends = backends or CLEAN_BACKENDS
@@ -65,7 +51,7 @@ def clean(models: list[str], images: int = 16, backends: dict[str, str] | None =
         torch.manual_seed(0)
         model = create_model(name, img_size=size, num_classes=10).eval()
         perturb_(model)
-        _randomize_norms_(model)
+        randomize_(model)
         cfg = model.default_cfg
         data = digits(size, mean=cfg["mean"], std=cfg["std"])
         x = torch.stack([data.val[i][0] for i in range(images)])

@@ -11,7 +11,7 @@ from edgevit.backends.base import Runner
 from edgevit.utils import require
 
 
-def load(path: Path, threads: int) -> Runner:
+def load(path: Path, threads: int, compute_units: str | None = None) -> Runner:
     """Load a ``.pte`` into ``executorch.runtime`` with an XNNPACK threadpool of ``threads``.
 
     Outputs are copied out with numpy, not cloned by the bindings: their ``clone_outputs=True`` copies with

@@ -10,7 +10,7 @@ from edgevit.backends.base import Runner
 from edgevit.utils import require
 
 
-def load(path: Path, threads: int) -> Runner:
+def load(path: Path, threads: int, compute_units: str | None = None) -> Runner:
     """An ONNX Runtime CPU session with ``threads`` intra-op threads (inter-op 1)."""
     ort = require("onnxruntime", "onnx")
     opts = ort.SessionOptions()

@@ -38,7 +38,7 @@ def io_tensors(path: Path) -> tuple[TensorIO, TensorIO]:
     return io(interp.get_input_details()[0]), io(interp.get_output_details()[0])
 
 
-def load(path: Path, threads: int) -> Runner:
+def load(path: Path, threads: int, compute_units: str | None = None) -> Runner:
     """A LiteRT interpreter (XNNPACK delegate on by default) with ``threads`` threads; float32 in and out."""
     interp = interpreter_class()(model_path=str(path), num_threads=threads)
     interp.allocate_tensors()
