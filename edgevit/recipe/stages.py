@@ -1,7 +1,11 @@
-"""The stages that run a recipe: train, QAT, export (quantizing per backend), parity, prune, sparsify.
+"""The stages that run a recipe: train, QAT, export (quantizing per backend, in parallel processes), parity
+(prune and sparsify: :mod:`edgevit.recipe.compress`).
 
 Every stage reads and writes files in a run directory (:mod:`edgevit.rundir` owns its layout), so each CLI verb
 can run on its own.
+
+Why one file over ~450 lines: the stages share how a trained run is loaded and calibrated (``trained``,
+``example_image``, the calibration sample), which must stay one definition; each stage is a function of its own.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ Setup (no root, no system install, nothing registered with binfmt), cached under
 
 Needs ``apt-get`` and ``dpkg-deb`` (any Debian or Ubuntu host) and Debian's archive keyring
 (``/usr/share/keyrings/debian-archive-keyring.gpg``, package ``debian-archive-keyring``).
+
+Why one file over ~450 lines: the target is one class whose set-up steps, guest environment and runners share
+its cache layout; the counting emulator's build and the cost profile live in their own modules.
 """
 
 from __future__ import annotations
