@@ -141,6 +141,8 @@ def artifact_file(run_dir: str | Path, relative: str) -> Path:
         EdgeVitError: an absolute path, or one that leaves ``artifacts/`` (``../``, a symlink out).
     """
     base = artifacts_dir(run_dir).resolve()
+    if "\x00" in relative:  # the OS cannot name such a file; resolve() would raise ValueError
+        raise EdgeVitError(f"artifact manifest {manifest_path(run_dir)}: path {relative!r} contains a NUL byte")
     rel = Path(relative)
     target = (Path(run_dir) / rel).resolve()
     if rel.is_absolute() or not target.is_relative_to(base):

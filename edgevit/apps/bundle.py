@@ -174,7 +174,7 @@ def parse_bundle(doc: Any, root: Path, where: str = "bundle.json") -> Bundle:
             raise d.fail(f"{path}.key", f"{key!r} must be unique and match [A-Za-z0-9_]+")
         keys.add(key)
         file = d.get(m, "file", path, str)
-        if file.startswith("/") or ".." in Path(file).parts or "\\" in file or not file:
+        if file.startswith("/") or ".." in Path(file).parts or "\\" in file or "\x00" in file or not file:
             raise d.fail(f"{path}.file", f"{file!r} must be a relative POSIX path inside the bundle")
         sha = d.get(m, "sha256", path, str)
         if not re.fullmatch(r"[0-9a-f]{64}", sha):
