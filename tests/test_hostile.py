@@ -174,12 +174,18 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # a hang below ends with every thread's stack in `err`
     )
     deadline = time.monotonic() + 600
     while not (out / "checkpoints" / "last.json").is_file() and time.monotonic() < deadline:
         time.sleep(1)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
+        _, err = proc.communicate()
+        pytest.fail(f"no exit 300 s after Ctrl-C:\n{err[-6000:]}")
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
 
