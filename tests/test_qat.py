@@ -6,7 +6,6 @@ self when the .pte runs in the ExecuTorch runtime.
 """
 
 import csv
-import functools
 
 import numpy as np
 import pytest
@@ -117,36 +116,6 @@ def test_prepared_graph_fake_quantizes_every_linear_and_trains(digits32, float_v
     q = _qparams(prepared)
     predict(prepared, digits32.val)
     assert all(torch.equal(v, _qparams(prepared)[k]) for k, v in q.items())
-
-
-@pytest.mark.slow
-def test_qat_int8_executorch_keeps_the_float_models_accuracy(digits32, tmp_path):
-    from edgevit.export import export
-
-    model = _vit(depth=2)
-    train(model, digits32, TrainConfig(epochs=6, warmup_epochs=0.5), tmp_path / "fp32", progress=False)
-    fp32_top1 = top1(*predict(model, digits32.val))
-    assert fp32_top1 > 80
-
-    cfg = QATConfig(epochs=2, freeze_observers_epoch=1)
-    prepared, res = train_qat(model, digits32, cfg, tmp_path / "qat", backend=ET, progress=False)
-    example = _example(digits32)
-    converted = convert_qat(prepared, example)
-    art = export(converted, example, "executorch", tmp_path / "qat.pte", "int8")
-    assert art.info["partitions"] == 1 and art.info["ops_outside_delegate"] == {}  # all of it in XNNPACK
-    consts = [
-        functools.reduce(getattr, n.target.split("."), converted) for n in converted.graph.nodes if n.op == "get_attr"
-    ]
-    assert sum(isinstance(c, torch.Tensor) and c.dtype == torch.int8 for c in consts) >= 10  # 9 linears + conv
-
-    images = torch.stack([digits32.val[i][0] for i in range(len(digits32.val))])
-    labels = np.array([digits32.val[i][1] for i in range(len(digits32.val))])
-    run = art.load(threads=2)
-    logits = np.concatenate([run(images[i : i + 1].numpy()) for i in range(len(images))])
-    pte_top1 = top1(logits, labels)
-    assert pte_top1 >= fp32_top1 - 0.3, (fp32_top1, res.final_val_top1, pte_top1)
-    emulated = predict(converted, digits32.val, batch_size=1)[0]  # the q/dq graph in PyTorch
-    assert (emulated.argmax(-1) == logits.argmax(-1)).mean() > 0.98
 
 
 def test_interrupted_qat_run_resumes_to_the_same_weights_and_ranges(digits32, tmp_path, monkeypatch):
