@@ -136,9 +136,20 @@ def test_executorch_litert_onnx_agree_and_are_profiled_on_arm64(et_run):
     """``edgevit parity RUN --device android-arm64``: ExecuTorch's .pte files (exported by ExecuTorch 1.5.1) run in
     the ARM64 build of the ExecuTorch runtime with the same parity as LiteRT and ONNX, every artifact gets a cost
     profile whose mix sums to its instructions, and the report names the runtime build that ran."""
-    proc = edgevit_cli("parity", str(et_run), "--device", "android-arm64", timeout=1800)
+    timings = et_run / "pi5-timings.csv"  # two artifacts "timed on the device" (the fit's arithmetic is checked)
+    timings.write_text("artifact,ms\nexecutorch_int8.pte,0.31\ntflite_fp32.tflite,0.42\n")
+    proc = edgevit_cli("parity", str(et_run), "--device", "android-arm64", "--calibrate", str(timings), timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((et_run / "parity-android-arm64.json").read_text())
+    cal = doc["cost"]["calibration"]
+    mcycles = {a["path"].split("/")[-1]: a["cost"]["cycles"]["cycles"] / 1e6 for a in doc["artifacts"]}
+    k = (mcycles["executorch_int8.pte"] * 0.31 + mcycles["tflite_fp32.tflite"] * 0.42) / (
+        mcycles["executorch_int8.pte"] ** 2 + mcycles["tflite_fp32.tflite"] ** 2
+    )
+    assert cal["ms_per_mcycle"] == pytest.approx(k) and cal["core"] == "cortex-a76"
+    assert all(
+        a["cost"]["calibrated_ms"] == pytest.approx(k * mcycles[a["path"].split("/")[-1]]) for a in doc["artifacts"]
+    )
     rows = {(a["backend"], a["precision"]): a for a in doc["artifacts"]}
     assert set(rows) == {(b, p) for b in ("executorch", "tflite") for p in ("fp32", "int8")} | {("onnx", "fp32")}
     assert doc["passed"] is True and doc["num_images"] == 360
@@ -178,6 +189,7 @@ def test_executorch_litert_onnx_agree_and_are_profiled_on_arm64(et_run):
     assert parts["executorch runtime"]["note"] == versions["executorch"] and parts["cost profile"]["how"] == "real"
     md = (et_run / "report-android-arm64.md").read_text()
     assert "## ARM cost profile (cortex-a76)" in md and "**Overall: PASS**" in md
+    assert "| calibrated ms |" in md and "Calibrated on 2 real timings from pi5-timings.csv" in md
     assert 'id="plot-cost"' in (et_run / "report-android-arm64.html").read_text()
 
 

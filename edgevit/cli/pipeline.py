@@ -171,6 +171,11 @@ def parity_cmd(
         "--explain/--no-explain",
         help="Find the first layer that diverges from PyTorch: for every artifact (--explain); default: failing ones.",
     ),
+    calibrate: Path | None = typer.Option(
+        None,
+        help="A CSV of real-device timings (artifact,ms[,mcycles][,core]) that turns the cost profile's estimated "
+        "cycles into labelled milliseconds (needs a --device that counts).",
+    ),
 ) -> None:
     """Re-check every artifact of RUN_DIR against its PyTorch model on the whole validation split.
 
@@ -181,7 +186,7 @@ def parity_cmd(
     """
     from edgevit.recipe import stage_parity
 
-    report, md = stage_parity(run_dir, device=device, cache=cache, explain=explain)
+    report, md = stage_parity(run_dir, device=device, cache=cache, explain=explain, calibrate=calibrate)
     print_summary(report, md)
     print_explained(report)
     if not report.passed:

@@ -23,10 +23,12 @@ The gates:
       "config": {...},              # the CostConfig applied
       "ratios": [{"kind": "int8 vs fp32" | "backend vs backend", "a": str, "b": str,
                   "instructions": float, "cycles": float}],   # a's cost / b's, per inference
-      "note": str
+      "note": str,
+      "calibration": {...}          # only with --calibrate: the ms fit (edgevit.parity.latency_fit.apply)
     }
     artifacts[i]["cost"]: {"cpu", "instructions", "mix": {class: count}, "mnemonics", "cycles": {"cycles",
-        "bound_by", "by_resource", "core", "source"}, "libraries", "functions", "runs", "startup_instructions"}
+        "bound_by", "by_resource", "core", "source"}, "libraries", "functions", "runs", "startup_instructions",
+        "calibrated_ms" (only with --calibrate)}
         | null                      # null: not counted (not run here); see edgevit.targets.cost.profile
     artifacts[i]["failures"]: cost misses are listed as "cost: ..." beside accuracy misses
 
@@ -43,6 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgevit.backends import RunFailed
+from edgevit.parity.latency_fit import LABEL, describe
 from edgevit.targets.cost import CLASSES, core_table
 
 NOTE = (
@@ -201,12 +204,19 @@ def render_cost_markdown(doc: dict[str, Any]) -> str:
         + " |",
         "|" + "---|" * (5 + len(CLASSES)),
     ]
+    calibrated = cost.get("calibration")
+    if calibrated:
+        lines[-2] = lines[-2].replace("| M est. cycles |", "| M est. cycles | calibrated ms |")
+        lines[-1] += "---|"
     for a in rows:
         c = a["cost"]
+        ms = f" {c['calibrated_ms']:.2f} |" if calibrated else ""
         lines.append(
-            f"| {a['backend']} | {a['precision']} | {_m(c['instructions'])} | {_m(c['cycles']['cycles'])} | "
+            f"| {a['backend']} | {a['precision']} | {_m(c['instructions'])} | {_m(c['cycles']['cycles'])} |{ms} "
             f"{c['cycles']['bound_by']} | " + " | ".join(_m(c["mix"].get(k)) for k in CLASSES) + " |"
         )
+    if calibrated:
+        lines += ["", describe(calibrated) + " " + LABEL[0].upper() + LABEL[1:] + "."]
     gates = []
     if cfg.get("max_int8_vs_fp32") is not None:
         gates.append(
@@ -268,19 +278,25 @@ def render_cost_html(doc: dict[str, Any]) -> str:
     rows = [a for a in doc.get("artifacts") or [] if a.get("cost")]
     if not cost or not rows:
         return ""
+    calibrated = cost.get("calibration")
+    ms_column = ["calibrated ms"] if calibrated else []
     head = "".join(
-        f"<th>{escape(h)}</th>" for h in ["artifact", "M instructions", "M est. cycles", "bound by", *CLASSES]
+        f"<th>{escape(h)}</th>"
+        for h in ["artifact", "M instructions", "M est. cycles", *ms_column, "bound by", *CLASSES]
     )
     body = []
     for a in rows:
         c = a["cost"]
-        cells = [_m(c["instructions"]), _m(c["cycles"]["cycles"]), escape(c["cycles"]["bound_by"])]
+        cells = [_m(c["instructions"]), _m(c["cycles"]["cycles"])]
+        cells += [f"{c['calibrated_ms']:.2f}"] if calibrated else []
+        cells += [escape(c["cycles"]["bound_by"])]
         cells += [_m(c["mix"].get(k)) for k in CLASSES]
         label = escape(f"{a['backend']} {a['precision']}")
         body.append(f'<tr><td class="text">{label}</td>' + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
     out = [
         f"<h2>ARM cost profile ({escape(cost['cpu'])})</h2>",
         f'<p class="note">{escape(NOTE)}</p>',
+        *([f'<p class="note">{escape(describe(calibrated))}</p>'] if calibrated else []),
         f'<table class="cost"><tr>{head}</tr>{"".join(body)}</table>',
     ]
     if cost.get("ratios"):

@@ -26,7 +26,7 @@ from edgevit.data.eval_transform import eval_transform
 from edgevit.data.transforms import AugConfig
 from edgevit.export import Artifact, export
 from edgevit.models import create_model, load_model, save_model
-from edgevit.parity import ParityReport, app_inputs, check, write_report
+from edgevit.parity import ParityReport, app_inputs, check, latency_fit, write_report
 from edgevit.parity.devices import get_device
 from edgevit.parity.explain import explain_report
 from edgevit.quantize import CALIBRATED_PRECISIONS, PTQConfig, shared_capture
@@ -397,6 +397,7 @@ def stage_parity(
     device: str | None = None,
     cache: str | Path | None = None,
     explain: bool | None = None,
+    calibrate: str | Path | None = None,
 ) -> tuple[ParityReport, Path]:
     """Check every artifact in the run's manifest on the whole validation split; write the reports.
 
@@ -407,9 +408,14 @@ def stage_parity(
     Artifacts are fed the images as an app following ``artifacts/manifest.json`` would (its mean/std); PyTorch
     sees them as in training. ``explain`` (:mod:`edgevit.parity.explain`): None explains each failing artifact,
     True every artifact, False none; the result is each entry's ``explain``. Not on an emulated device.
+    ``calibrate``: a CSV of real-device timings (:mod:`edgevit.parity.latency_fit`) that turns the cost profile's
+    estimated cycles into labelled milliseconds; needs a device that counts.
     """
     run_dir = Path(run_dir)
     dev = get_device(device, cache)
+    timings = latency_fit.read_timings(calibrate) if calibrate is not None else None  # bad input fails first
+    if timings is not None and getattr(dev, "cost_cpu", None) is None:
+        raise EdgeVitError(f"--calibrate needs a device with an ARM cost profile; {dev.name} does not count")
     dev.ensure_ready()  # before minutes of work, not after
     recipe, model, data, meta = trained(run_dir)
     manifest = read_manifest(run_dir)
@@ -433,6 +439,8 @@ def stage_parity(
         report = check(
             artifacts, app, labels, reference, recipe.parity, progress=progress, device=dev, normalization=norm
         )
+    if timings is not None:
+        latency_fit.apply(report, timings, str(calibrate))
     if (explain or (explain is None and not report.passed)) and not getattr(dev, "emulated", False):
         calib = None  # what stage_export calibrated static int8 with (deterministic): a tracer may re-quantize
         if any(a.precision in CALIBRATED_PRECISIONS for a in artifacts):
