@@ -168,8 +168,13 @@ def test_a_device_profile_name_cannot_write_outside_the_run(tiny_digits_run, tmp
 @pytest.mark.slow
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
+    # as from a terminal: Ctrl-C's default action, even where this test's launcher ignores SIGINT (a job started
+    # with `&` by a non-interactive shell does, and its children inherit it: Python then installs no handler)
+    terminal = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    )
     proc = subprocess.Popen(
-        [str(EDGEVIT), "train", "recipes/quickstart.yaml", "--out", str(out)],
+        [sys.executable, "-c", terminal, str(EDGEVIT), "train", "recipes/quickstart.yaml", "--out", str(out)],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
