@@ -3,8 +3,6 @@ its patches of torch / ExecuTorch internals are scoped and restored, and the cap
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from torch import nn
@@ -12,7 +10,6 @@ from torch import nn
 from edgevit import create_model
 from edgevit.backends.executorch import lowering as fast
 from edgevit.backends.executorch.convert import prepare
-from edgevit.backends.executorch.matmul_fold import fold_transposed_matmuls
 from edgevit.backends.executorch.runtime import load
 from edgevit.bench import randomize_
 from edgevit.export import export
@@ -42,15 +39,13 @@ def _mobilevit_probe() -> nn.Module:
     return randomize_(probe, fc=probe[-1].fc).eval()
 
 
-def _stock_pte(model, x, precision="fp32", calib=None, fold=True) -> bytes:
-    """What edgevit wrote before the fast path: its decompositions, then ExecuTorch's own lowering (with attention's
-    ``k^T`` transposes folded into the matmuls, as edgevit's export does, unless ``fold=False``)."""
+def _stock_pte(model, x, precision="fp32", calib=None) -> bytes:
+    """What edgevit wrote before the fast path: its decompositions, then ExecuTorch's own lowering."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     ep = prepare(model, x, precision, calib)
-    with fold_transposed_matmuls() if fold else contextlib.nullcontext():
-        return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
 
 def _originals() -> dict:
@@ -166,7 +161,7 @@ def test_skip_noop_replays_elides_the_xnnpack_passes_with_nothing_to_do(one_thre
     assert {"Conv1dUnsqueezePass", "PReLUReshapePass", "DecomposeBatchNorm", "ConvertToSDPAPass"} <= set(skipped)
     assert {"NormalizeTransposePass", "RemoveMixedTypeOperators", "ConstPropPass"} <= set(skipped)
     assert not {"OpReplacePass", "DimOrderOpsRevertPass", "ScalarToTensorPass", "MemoryFormatOpsPass"} & set(skipped)
-    assert got == _stock_pte(model, x, fold=False)
+    assert got == _stock_pte(model, x)
 
 
 class _Transpose(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from edgevit.backends.executorch import lowering, matmul_fold
+from edgevit.backends.executorch import lowering
 from edgevit.backends.executorch.quantizer import quantizer
 from edgevit.quantize import PTQConfig, calibrate_pt2e, capture, export_program, is_quantized
 from edgevit.utils import atomic_path, require
@@ -23,13 +23,11 @@ def convert(
     ptq: PTQConfig | None = None,
 ) -> dict[str, Any]:
     """Quantize (for int8 precisions), lower with ``to_edge_transform_and_lower`` + ``XnnpackPartitioner`` (its fast
-    equivalent :func:`edgevit.backends.executorch.lowering.lower`: the same ``.pte``) with attention's ``k^T``
-    transposes folded into the matmuls (:mod:`edgevit.backends.executorch.matmul_fold`), write a ``.pte``.
+    equivalent :func:`edgevit.backends.executorch.lowering.lower`: the same ``.pte``), write a ``.pte``.
 
     ``model`` may already be PT2E-converted (e.g. after QAT); then it is lowered as it is.
     Returns delegation facts: the number of XNNPACK partitions and the ops left outside the delegate
-    (each runs on ExecuTorch's portable CPU kernels, and each partition boundary costs a copy), and the number of
-    matmuls that read their second operand transposed.
+    (each runs on ExecuTorch's portable CPU kernels, and each partition boundary costs a copy).
     """
     require("executorch", "executorch")
     from executorch.devtools.backend_debug import get_delegation_info  # noqa: PLC0415
@@ -42,8 +40,7 @@ def convert(
             "calib_images": 0 if calib is None else len(calib),
         }
     ep = prepare(model, example, precision, calib, ptq, decompose=False)
-    with matmul_fold.fold_transposed_matmuls() as folded:
-        edge = lowering.lower(ep, XNNPACK_FRIENDLY_DECOMPOSITIONS)
+    edge = lowering.lower(ep, XNNPACK_FRIENDLY_DECOMPOSITIONS)
     info = get_delegation_info(edge.exported_program().graph_module)
     outside = {
         op: b.non_delegated
@@ -59,7 +56,6 @@ def convert(
         "partitions": info.num_delegated_subgraphs,
         "delegated_nodes": info.num_delegated_nodes,
         "ops_outside_delegate": outside,
-        "matmuls_transpose_b": sum(folded),
     }
 
 

@@ -10,7 +10,6 @@ import torch
 
 from edgevit.backends.base import TraceGraph, TraceNode, to_layout
 from edgevit.backends.executorch.convert import prepare
-from edgevit.backends.executorch.matmul_fold import fold_transposed_matmuls
 from edgevit.backends.executorch.runtime import load
 from edgevit.quantize import CALIBRATED_PRECISIONS
 from edgevit.utils import EdgeVitError
@@ -201,8 +200,7 @@ def _tapped_program(ep, wanted: list[str], example):
     if missing:
         raise EdgeVitError(f"explain executorch: cannot tap {sorted(missing)} (not call_function nodes of the export)")
     try:
-        with fold_transposed_matmuls():  # the kernels of the shipped .pte (convert folds them too)
-            edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
     except Exception as e:  # e.g. XNNPACK rejects a tapped value that is also a delegate input (a pass-through)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise EdgeVitError(
