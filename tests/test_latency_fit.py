@@ -104,6 +104,8 @@ def test_rows_from_other_runs_carry_their_cycles_and_other_cores_are_left_out(tm
         ("artifact,ms,mcycles\na.pte,3,0\n", "mcycles must be a positive number"),
         ("artifact,ms\n,3\n", "timings.csv:2: no artifact name"),
         ("artifact,ms\na.pte,3,120\n", r"timings.csv:2: more values than the header's columns \(artifact,ms\)"),
+        ("artifact,ms\na.pte,\x003\n", r"timings.csv:2: ms must be a positive number, got '\\x003'"),
+        (f"artifact,ms\n{'a' * 140_000},3\n", r"timings.csv: not a CSV file \(field larger than field limit"),
     ],
 )
 def test_a_bad_timings_file_is_a_one_line_error(tmp_path, text, message):

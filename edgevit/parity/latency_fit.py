@@ -48,8 +48,11 @@ def read_timings(path: str | Path) -> list[dict[str, Any]]:
         raise EdgeVitError(f"--calibrate {path}: cannot read it ({type(e).__name__}: {e})") from e
     lines = enumerate(text.splitlines(), 1)
     kept = [(n, line) for n, line in lines if line.strip() and not line.lstrip().startswith("#")]
-    reader = csv.DictReader(line for _, line in kept)  # blank and comment lines skipped; file line numbers kept
-    columns = [c.strip() for c in reader.fieldnames or []]
+    try:  # blank and comment lines skipped; file line numbers kept
+        records = list(csv.reader(line for _, line in kept))
+    except csv.Error as e:  # e.g. a field over csv's size limit
+        raise EdgeVitError(f"--calibrate {path}: not a CSV file ({e})") from e
+    columns = [c.strip() for c in (records[0] if records else [])]
     known = {"artifact", "ms", "mcycles", "core"}
     if not {"artifact", "ms"} <= set(columns) or set(columns) - known:
         raise EdgeVitError(
@@ -57,11 +60,10 @@ def read_timings(path: str | Path) -> list[dict[str, Any]]:
             f"(got {','.join(columns) or 'nothing'})"
         )
     rows = []
-    for i, raw in enumerate(reader, start=1):
-        n = kept[i][0]
-        if None in raw:  # csv's key for values beyond the header's columns
+    for (n, _), values in zip(kept[1:], records[1:], strict=True):
+        if len(values) > len(columns):
             raise EdgeVitError(f"--calibrate {path}:{n}: more values than the header's columns ({','.join(columns)})")
-        row = {k.strip(): (v or "").strip() for k, v in raw.items()}
+        row = {k: v.strip() for k, v in zip(columns, values, strict=False)}
         if not row.get("artifact"):
             raise EdgeVitError(f"--calibrate {path}:{n}: no artifact name")
         values = {}
