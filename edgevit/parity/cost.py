@@ -192,6 +192,9 @@ def render_cost_markdown(doc: dict[str, Any]) -> str:
         return ""
     core = cost.get("core") or {}
     cfg = cost.get("config") or {}
+    calibrated = cost.get("calibration")
+    header = ["backend", "precision", "M instructions", "M est. cycles", *(["calibrated ms"] if calibrated else [])]
+    header += ["bound by", *(f"{c} M" for c in CLASSES)]
     lines = [
         f"## ARM cost profile ({cost['cpu']})",
         "",
@@ -199,24 +202,17 @@ def render_cost_markdown(doc: dict[str, Any]) -> str:
         f" Cycle table: {core.get('title', cost['cpu'])} (issue {core.get('issue')}/cycle, {core.get('simd')} "
         f"Q-form SIMD, {core.get('loads')} loads, {core.get('stores')} stores per cycle; {core.get('source', '?')}).",
         "",
-        "| backend | precision | M instructions | M est. cycles | bound by | "
-        + " | ".join(f"{c} M" for c in CLASSES)
-        + " |",
-        "|" + "---|" * (5 + len(CLASSES)),
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
     ]
-    calibrated = cost.get("calibration")
-    if calibrated:
-        lines[-2] = lines[-2].replace("| M est. cycles |", "| M est. cycles | calibrated ms |")
-        lines[-1] += "---|"
     for a in rows:
         c = a["cost"]
-        ms = f" {c['calibrated_ms']:.2f} |" if calibrated else ""
-        lines.append(
-            f"| {a['backend']} | {a['precision']} | {_m(c['instructions'])} | {_m(c['cycles']['cycles'])} |{ms} "
-            f"{c['cycles']['bound_by']} | " + " | ".join(_m(c["mix"].get(k)) for k in CLASSES) + " |"
-        )
+        cells = [a["backend"], a["precision"], _m(c["instructions"]), _m(c["cycles"]["cycles"])]
+        cells += [f"{c['calibrated_ms']:.2f}"] if calibrated else []
+        cells += [c["cycles"]["bound_by"], *(_m(c["mix"].get(k)) for k in CLASSES)]
+        lines.append("| " + " | ".join(cells) + " |")
     if calibrated:
-        lines += ["", describe(calibrated) + " " + LABEL[0].upper() + LABEL[1:] + "."]
+        lines += ["", f"{describe(calibrated)} {LABEL.capitalize()}."]
     gates = []
     if cfg.get("max_int8_vs_fp32") is not None:
         gates.append(

@@ -60,10 +60,10 @@ def read_timings(path: str | Path) -> list[dict[str, Any]]:
             f"(got {','.join(columns) or 'nothing'})"
         )
     rows = []
-    for (n, _), values in zip(kept[1:], records[1:], strict=True):
-        if len(values) > len(columns):
+    for (n, _), cells in zip(kept[1:], records[1:], strict=True):
+        if len(cells) > len(columns):
             raise EdgeVitError(f"--calibrate {path}:{n}: more values than the header's columns ({','.join(columns)})")
-        row = {k: v.strip() for k, v in zip(columns, values, strict=False)}
+        row = {k: v.strip() for k, v in zip(columns, cells, strict=False)}
         if not row.get("artifact"):
             raise EdgeVitError(f"--calibrate {path}:{n}: no artifact name")
         values = {}
