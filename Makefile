@@ -51,13 +51,14 @@ browser:  ## a headless Chromium for the report.html browser test
 	  echo "  sudo apt-get install chromium-headless-shell   (Debian)   or set EDGEVIT_BROWSER=/path/to/chrome"; \
 	fi
 
-# The android-arm64 target builds its counting emulator (QEMU with plugins) from source on first use: it needs a C
-# compiler, ninja, pkg-config and glib's headers. Installed from apt when root on Debian/Ubuntu and missing;
-# otherwise `edgevit target setup android-arm64` (and the tests that use it) name what is missing.
-ARM_BUILD_PKGS := gcc ninja-build pkg-config libglib2.0-dev
-armbuild:  ## build tools for the emulated ARM64 target's counting emulator
+# The android-arm64 target builds its counting emulator (QEMU with plugins) from source on first use, and a small
+# entry point to ExecuTorch's aarch64 runtime: it needs a C compiler, ninja, pkg-config, glib's headers and an aarch64
+# C++ cross compiler. Installed from apt when root on Debian/Ubuntu and missing; otherwise `edgevit target setup
+# android-arm64` (and the tests that use it) name what is missing.
+ARM_BUILD_PKGS := gcc ninja-build pkg-config libglib2.0-dev g++-aarch64-linux-gnu
+armbuild:  ## build tools for the emulated ARM64 target (counting emulator, ExecuTorch entry point)
 	@command -v cc >/dev/null 2>&1 && command -v ninja >/dev/null 2>&1 && pkg-config --exists gmodule-2.0 2>/dev/null \
-	&& exit 0; \
+	&& command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 && exit 0; \
 	if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing $(ARM_BUILD_PKGS) from apt (to build the android-arm64 counting emulator)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $(ARM_BUILD_PKGS) >/dev/null 2>&1 \

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
+import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +57,15 @@ def test_registry_and_default_cache(monkeypatch, tmp_path):
         get_device("phone")
 
 
-def test_wheels_match_the_host_runtimes(tmp_path):
-    from edgevit.targets import executorch_runtime
-
+def test_runtimes_match_the_host_versions(tmp_path):
     t = get_target("android-arm64", tmp_path)
-    *host, pinned = t.requirements()
-    for req in host:
+    for req in t.requirements():
         name, version = req.split("==")
         assert version == importlib.metadata.version(name)
-    assert pinned == executorch_runtime.REQUIREMENT  # the aarch64 ExecuTorch runtime is pinned, not the host's
-    assert {s.name for s in t.steps()} == {"sysroot", "qemu", "wheels", "counting-qemu", "count-plugin"}
+    steps = {s.name: s for s in t.steps()}
+    assert set(steps) == {"sysroot", "qemu", "wheels", "counting-qemu", "count-plugin", "executorch-runtime"}
+    # .pte files run in the aarch64 runtime of the ExecuTorch release that exported them
+    assert steps["executorch-runtime"].key["executorch"] == importlib.metadata.version("executorch")
     assert t.unsupported("tflite") is None and t.unsupported("onnx") is None and t.unsupported("executorch") is None
     assert "Apple" in t.unsupported("coreml")
 
@@ -77,6 +78,43 @@ def test_not_set_up_names_the_setup_command(tmp_path):
         _cli("parity", str(tmp_path), "--device", "android-arm64", "--cache", str(tmp_path / "c"))
 
 
+def test_missing_cross_compiler_is_named_before_any_download(tmp_path, monkeypatch):
+    """Without the aarch64 C++ cross compiler (for ExecuTorch's entry point) setup stops at once, naming it and its
+    Debian package, having downloaded and built nothing."""
+    from edgevit.targets import executorch_runtime
+
+    which = shutil.which
+    monkeypatch.setattr(executorch_runtime.shutil, "which", lambda t: None if "aarch64" in t else which(t))
+    t = get_target("android-arm64", tmp_path, mirror="http://127.0.0.1:9/debian")
+    with pytest.raises(EdgeVitError, match=r"`aarch64-linux-gnu-g\+\+` not found.*apt-get install g\+\+-aarch64"):
+        t.setup(progress=False)
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+
+
+def test_executorch_wheel_without_the_runtime_libraries_is_named(tmp_path, monkeypatch):
+    """A wheel that lacks some of the runtime libraries the entry point links fails naming them, and nothing in the
+    wheel is written by its archive path (a ``../`` member stays inside)."""
+    from edgevit.targets import executorch_runtime as er
+
+    monkeypatch.setattr(er.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+
+    def fake_run(cmd, what, hint, **kw):  # pip download: a wheel with two of the five libraries
+        dest = Path(cmd[cmd.index("-d") + 1])
+        with zipfile.ZipFile(dest / "executorch-9.9-cp311-cp311-manylinux_2_28_aarch64.whl", "w") as z:
+            for name in er.LIBS[:2]:
+                z.writestr(f"executorch/lib/{name}", b"\x7fELF")
+            z.writestr("executorch/include/executorch/runtime/core/error.h", "")
+            z.writestr("executorch/include/../../escaped.h", "")  # would land in tmp_path
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    missing = ", ".join(sorted(er.LIBS[2:]))
+    with pytest.raises(EdgeVitError, match=f"executorch-9.9-.*whl has no {missing} under executorch/lib/"):
+        er.build(out, "9.9", fake_run)
+    assert not list(tmp_path.rglob("escaped.h"))
+
+
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
 def test_refused_download_says_which_url_and_what_to_check(tmp_path):
     t = get_target("android-arm64", tmp_path)
@@ -86,7 +124,7 @@ def test_refused_download_says_which_url_and_what_to_check(tmp_path):
     msg = str(e.value)
     assert "http://127.0.0.1:9/debian" in msg and "EDGEVIT_DEBIAN_MIRROR" in msg and "trixie arm64" in msg, msg
     assert not (tmp_path / "sysroot").exists() and not list(tmp_path.glob(".tmp-*"))
-    assert t.pending() == ["sysroot", "qemu", "wheels", "counting-qemu", "count-plugin"]
+    assert t.pending() == ["sysroot", "qemu", "wheels", "counting-qemu", "count-plugin", "executorch-runtime"]
 
 
 class _FakeTarget:
@@ -175,7 +213,7 @@ def test_device_tolerances_are_overridable():
 def test_target_list_cli(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEVIT_CACHE", str(tmp_path))
     out = _cli("target", "list").stdout
-    missing = "sysroot, qemu, wheels, counting-qemu, count-plugin"
+    missing = "sysroot, qemu, wheels, counting-qemu, count-plugin, executorch-runtime"
     assert out.startswith(f"android-arm64\tnot set up (missing: {missing})\t" + str(tmp_path)), out
 
 

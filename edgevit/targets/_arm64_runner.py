@@ -10,7 +10,7 @@ executes in them; see :mod:`edgevit.targets.cost`), then writes the process's me
 as QEMU presents it to the guest) to MAPS, which attributes each counted block to the
 library it lies in. The LiteRT branch mirrors ``edgevit.export.tflite.load`` (int8 input and output tensors
 quantised with their own scale and zero point), the ONNX one ``edgevit.export.onnx.load``, the ExecuTorch one
-``edgevit.export.executorch.load`` (on ``executorch_numpy_runtime``: see :mod:`edgevit.targets.executorch_runtime`).
+``edgevit.export.executorch.load`` (on ExecuTorch's own aarch64 runtime: see :mod:`edgevit.targets.executorch_runtime`).
 """
 
 import os
@@ -58,11 +58,35 @@ def onnx(path, threads):
 
 
 def executorch(path, threads):
-    # no thread setting: ExecuTorch sizes its threadpool from the CPUs the sysroot presents (one)
-    import executorch_numpy_runtime as en  # noqa: PLC0415 -- only in the emulated guest
+    # ExecuTorch's own aarch64 runtime through edgevit's C entry point (plugins/executorch_shim.cpp), whose path the
+    # host passes in EDGEVIT_EXECUTORCH_LIB. No thread setting: ExecuTorch sizes its threadpool from the CPUs the
+    # sysroot presents (one).
+    import ctypes  # noqa: PLC0415 -- only this runtime needs it
 
-    method = en.Runtime.get().load_program(path).load_method("forward")
-    return lambda x: method([np.ascontiguousarray(x, dtype=np.float32)])[0]  # outputs are fresh copies
+    lib = ctypes.CDLL(os.environ["EDGEVIT_EXECUTORCH_LIB"])
+    ptr, err_args = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_size_t]
+    lib.edgevit_et_load.restype, lib.edgevit_et_load.argtypes = ptr, [ctypes.c_char_p, *err_args]
+    lib.edgevit_et_output_numel.restype, lib.edgevit_et_output_numel.argtypes = ctypes.c_int64, [ptr, *err_args]
+    lib.edgevit_et_forward.restype = ctypes.c_int64
+    lib.edgevit_et_forward.argtypes = [ptr, ptr, ptr, ctypes.c_int, ptr, ctypes.c_int64, *err_args]
+    err = ctypes.create_string_buffer(1024)
+    handle = lib.edgevit_et_load(os.fsencode(path), err, len(err))
+    numel = lib.edgevit_et_output_numel(handle, err, len(err)) if handle else -1
+    if numel < 0:
+        raise RuntimeError(err.value.decode(errors="replace"))
+
+    def run(x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        shape = np.asarray(x.shape, dtype=np.int64)
+        out = np.empty(numel, dtype=np.float32)
+        n = lib.edgevit_et_forward(
+            handle, x.ctypes.data, shape.ctypes.data, x.ndim, out.ctypes.data, numel, err, len(err)
+        )
+        if n < 0:
+            raise RuntimeError(err.value.decode(errors="replace"))
+        return out[:n]
+
+    return run
 
 
 RUNTIMES = {"tflite": tflite, "onnx": onnx, "executorch": executorch}

@@ -1,9 +1,9 @@
 """``android-arm64``: an Android-class ARM64 CPU, emulated with user-mode QEMU on an x86-64 host.
 
-The artifacts run in the official aarch64 builds of LiteRT (``ai-edge-litert``, XNNPACK delegate) and ONNX
-Runtime (MLAS), and ExecuTorch ``.pte`` files in ``executorch-numpy-runtime``'s aarch64 build of the ExecuTorch
-runtime (XNNPACK delegate; why that build: :mod:`edgevit.targets.executorch_runtime`), so their ARM64 NEON kernels
-compute the logits; the guest is Debian trixie's arm64 Python 3.13.
+The artifacts run in the official aarch64 builds of LiteRT (``ai-edge-litert``, XNNPACK delegate), ONNX Runtime
+(MLAS) and ExecuTorch (the ``executorch`` wheel's runtime libraries at the host's version, XNNPACK delegate; how:
+:mod:`edgevit.targets.executorch_runtime`), so their ARM64 NEON kernels compute the logits; the guest is Debian
+trixie's arm64 Python 3.13.
 
 Setup (no root, no system install, nothing registered with binfmt), cached under the target's directory:
 
@@ -16,8 +16,11 @@ Setup (no root, no system install, nothing registered with binfmt), cached under
 - ``qemu/qemu-aarch64``: the static ``qemu-aarch64`` from Debian trixie's ``qemu-user`` (QEMU 10; bookworm's
   7.2 crashes as soon as either runtime starts), fetched with ``apt-get download`` the same private way.
 - ``site/``: aarch64 manylinux wheels of ``ai-edge-litert``, ``onnxruntime`` and ``numpy`` at the host's
-  installed versions, and of ``executorch-numpy-runtime`` at its pinned version (``pip install --target
-  --platform ... --only-binary=:all: --no-deps``), then a check that the runtimes import under emulation.
+  installed versions (``pip install --target --platform ... --only-binary=:all: --no-deps``), then a check that
+  the runtimes import under emulation.
+- ``executorch/``: ExecuTorch's aarch64 runtime libraries from the ``executorch`` wheel at the host's version and
+  edgevit's C entry point to them, cross-compiled (needs ``aarch64-linux-gnu-g++``), then a check that they load
+  under emulation.
 - ``counting/`` and ``plugin/``: the counting emulator for cost profiles (:mod:`edgevit.targets.cost`): QEMU
   user-mode with plugins built from Debian trixie's ``qemu`` source package, and edgevit's counting plugin
   (:mod:`edgevit.targets.qemu_build`; needs a C compiler, ninja, pkg-config and glib's headers).
@@ -52,16 +55,11 @@ KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SYSROOT_SUITE, SYSROOT_PACKAGES, PYTHON = "trixie", ("python3.13", "libstdc++6"), "3.13"
 QEMU_SUITE, QEMU_PACKAGE = "trixie", "qemu-user"
 RUNTIMES = ("ai-edge-litert", "onnxruntime", "numpy")  # pinned to the host's installed versions
-PINNED = (executorch_runtime.REQUIREMENT,)  # not installed on the host (it would be an x86 build of an older ET)
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 # A Cortex-A76 (Armv8.2-A: NEON, fp16 arithmetic, dot product): the big core of most Android phones since 2019.
 # QEMU's default "max" CPU would enable SVE/SME kernels that few phones have.
 DEFAULT_CPU = "cortex-a76"
-BACKENDS = {
-    "tflite": "LiteRT (ai-edge-litert, XNNPACK)",
-    "onnx": "ONNX Runtime (CPU, MLAS)",
-    "executorch": executorch_runtime.label(),
-}
+BACKENDS = ("tflite", "onnx", "executorch")
 NOT_RUN = {"coreml": "Core ML runs on Apple platforms only"}
 # One CPU for the guest (see the module docstring): written into the sysroot's sys/devices/system/cpu/.
 CPU_FILES = ("possible", "present", "online")
@@ -75,7 +73,7 @@ class AndroidArm64:
     name = "android-arm64"
     description = (
         f"ARM64 ({DEFAULT_CPU}) under QEMU user-mode emulation: the official aarch64 builds of LiteRT and ONNX "
-        "Runtime and an aarch64 build of the ExecuTorch runtime, so their ARM64 NEON kernels compute the logits"
+        "Runtime, and ExecuTorch's aarch64 runtime libraries, so their ARM64 NEON kernels compute the logits"
     )
 
     def __init__(self, cache: Path, mirror: str | None = None, cpu: str = DEFAULT_CPU) -> None:
@@ -137,11 +135,15 @@ class AndroidArm64:
                 self._build_counting_qemu,
             ),
             Step("count-plugin", "plugin", qemu_build.plugin_key(), self._build_plugin),
-        ]
+        ] + (  # without ExecuTorch on the host there are no .pte files to run
+            [Step("executorch-runtime", "executorch", executorch_runtime.key(et), self._build_executorch)]
+            if (et := executorch_runtime.host_version())
+            else []
+        )
 
     def requirements(self) -> list[str]:
-        """``name==version`` of each runtime as installed on the host, then the pinned ExecuTorch runtime; raises
-        EdgeVitError if one is missing on the host."""
+        """``name==version`` of each Python runtime as installed on the host; raises EdgeVitError if one is missing
+        on the host."""
         reqs = []
         for name in RUNTIMES:
             try:
@@ -151,14 +153,14 @@ class AndroidArm64:
                     f"{name} is not installed on this host; the emulated target uses the host's versions: "
                     "`pip install 'edgevit[tflite,onnx]'`"
                 ) from e
-        return reqs + list(PINNED)
+        return reqs
 
     def setup(self, progress: bool = True) -> list[str]:
         """Build whatever is missing or stale; return the names of the steps that ran (empty: already set up).
 
         Raises:
-            EdgeVitError: a non-x86-64 host, missing ``apt-get``/``dpkg-deb``/keyring, a refused download (names the
-                URL or package), or runtimes that do not start under emulation.
+            EdgeVitError: a non-x86-64 host, missing ``apt-get``/``dpkg-deb``/keyring or compilers (named), a refused
+                download (names the URL or package), or runtimes that do not start under emulation.
         """
         if platform.machine() not in ("x86_64", "AMD64"):
             raise EdgeVitError(f"{self.name} emulates ARM64 on an x86-64 host; this host is {platform.machine()}")
@@ -173,6 +175,11 @@ class AndroidArm64:
                 f"{KEYRING} not found: install Debian's archive keyring (`apt-get install "
                 "debian-archive-keyring`) so the downloaded packages can be verified"
             )
+        pending = self.pending()  # a missing compiler is named before any download or build starts
+        if {"counting-qemu", "count-plugin"} & set(pending):
+            qemu_build.check_prerequisites()
+        if "executorch-runtime" in pending:
+            executorch_runtime.check_prerequisites()
         return run_steps(self.cache, self.steps(), progress=progress, title=f"{self.name} setup")
 
     def ensure_ready(self) -> None:
@@ -195,7 +202,7 @@ class AndroidArm64:
             "counting_qemu": first_lines(self.cache / "counting" / "VERSION", 2),
             "guest": f"Debian {SYSROOT_SUITE} arm64, Python {PYTHON}, -cpu {self.cpu}, 1 CPU",
             "runtimes": self.requirements(),
-            "executorch": executorch_runtime.label(_host_version("executorch")),
+            "executorch": executorch_runtime.label(et) if (et := executorch_runtime.host_version()) else "none",
         }
 
     def pending(self) -> list[str]:
@@ -330,7 +337,7 @@ class AndroidArm64:
         # the runtimes must start under emulation (this also writes their bytecode caches, once: runs do not
         # write any, so that every counted run does the same work)
         self._python(
-            ["-c", "import numpy, onnxruntime, ai_edge_litert.interpreter, executorch_numpy_runtime"],
+            ["-c", "import numpy, onnxruntime, ai_edge_litert.interpreter"],
             site=out,
             what="importing the aarch64 runtimes under emulation",
         )
@@ -353,10 +360,26 @@ class AndroidArm64:
     def _build_plugin(self, out: Path) -> None:
         qemu_build.build_plugin(out, self.cache / "counting", _run)
 
+    def _build_executorch(self, out: Path) -> None:
+        executorch_runtime.build(out, executorch_runtime.host_version(), _run)
+        # the libraries must load under emulation (the XNNPACK delegate and kernels register themselves then)
+        self._python(
+            ["-c", f"import ctypes; ctypes.CDLL({str(out / 'lib' / executorch_runtime.SHIM_LIB)!r})"],
+            site=self.site,
+            what="loading ExecuTorch's aarch64 runtime under emulation",
+        )
+
+    @property
+    def executorch_lib(self) -> Path:
+        """The compiled entry point to ExecuTorch's aarch64 runtime (:mod:`edgevit.targets.executorch_runtime`)."""
+        return self.cache / "executorch" / "lib" / executorch_runtime.SHIM_LIB
+
     # --- running -------------------------------------------------------------------------------------------
 
     def unsupported(self, backend: str) -> str | None:
         """Why artifacts of ``backend`` cannot run on this target, or None."""
+        if backend == "executorch" and executorch_runtime.host_version() is None:
+            return executorch_runtime.NOT_INSTALLED
         if backend in BACKENDS:
             return None
         return NOT_RUN.get(backend, f"{backend} has no ARM64 Linux runtime here")
@@ -414,7 +437,7 @@ class AndroidArm64:
         if plugin_out is None:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_", "LD_"))}
             env |= {"PYTHONPATH": str(self.site), "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8"}
-            env["PYTHONDONTWRITEBYTECODE"] = "1"
+            env |= {"PYTHONDONTWRITEBYTECODE": "1", "EDGEVIT_EXECUTORCH_LIB": str(self.executorch_lib)}
         else:
             cmd[0] = str(self.counting_qemu)
             cmd += ["-R", "16G", "-seed", "0", "-plugin", f"{self.plugin},out={plugin_out}"]
@@ -426,6 +449,7 @@ class AndroidArm64:
                 "OPENBLAS_NUM_THREADS": "1",
                 "OMP_NUM_THREADS": "1",
                 "LANG": "C.UTF-8",
+                "EDGEVIT_EXECUTORCH_LIB": str(self.executorch_lib),
             }
         cmd += [str(python), "-s", "-P", str(RUNNER), *args]
         with open(work / "stderr.txt", "w") as err, progress_bar(progress and total > 0) as bars:
@@ -463,14 +487,6 @@ class AndroidArm64:
             f"the cached target may be damaged: delete {self.cache} and run `edgevit target setup {self.name}` again",
             env=self._env(site),
         )
-
-
-def _host_version(name: str) -> str | None:
-    """``NAME VERSION`` of a package installed on the host, or None."""
-    try:
-        return f"{name} {importlib.metadata.version(name)}"
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _cache_flag(cache: Path) -> str:
