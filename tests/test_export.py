@@ -1,5 +1,7 @@
 """Every backend lowers a ViT and its runner agrees with PyTorch on real digits images."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -51,6 +53,29 @@ def test_xnnpack_friendly_layer_norm_equals_aten(normalized_shape, affine):
     for g, r in zip(got, want, strict=True):
         assert g.shape == r.shape
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm_needs_one_layout_transpose_in_xnnpack(monkeypatch):
+    """ExecuTorch's XNNPACK reduces only as channels-last global average pooling, so LayerNorm's statistics need
+    ``x`` transposed once; the normalisation reads ``x`` in its own layout (a second full-size transpose, back,
+    cost 39 k instructions per 197x192 LayerNorm on the emulated Cortex-A76: docs/guides/arm-cost.md)."""
+    from executorch.backends.xnnpack import xnnpack_preprocess
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from edgevit.backends.executorch.convert import prepare
+
+    graphs, real = [], xnnpack_preprocess.serialize_xnnpack_binary
+    monkeypatch.setattr(
+        xnnpack_preprocess, "serialize_xnnpack_binary", lambda graph, data: graphs.append(graph) or real(graph, data)
+    )
+    model = torch.nn.Sequential(torch.nn.LayerNorm(48), torch.nn.Linear(48, 8)).eval()
+    to_edge_transform_and_lower(prepare(model, torch.randn(1, 17, 48)), partitioner=[XnnpackPartitioner()])
+    (graph,) = graphs
+    values = [getattr(v.xvalue_union, "tensor_value", v.xvalue_union) for v in graph.xvalues]
+    numel = {v.id_out: math.prod(v.dims) for v in values}
+    transposes = [n.xnode_union for n in graph.xnodes if type(n.xnode_union).__name__ == "XNNStaticTranspose"]
+    assert [numel[t.input_id] for t in transposes if numel[t.input_id] > 17] == [17 * 48]
 
 
 def test_coreml_package_converts_and_says_it_cannot_run_here(tiny_vit, digits32, tmp_path):

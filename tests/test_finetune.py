@@ -43,7 +43,7 @@ def source(tmp_path_factory):
             "train": {"epochs": 15, "lr": 2e-3, **FAST},
         }
     )
-    assert stage_train(recipe, run, progress=False) > 90.0  # 97.8% here
+    assert stage_train(recipe, run, progress=False) > 90.0  # 97.8% on an Intel Xeon host, 93.9% on an AMD EPYC one
     return run
 
 
@@ -118,7 +118,10 @@ def test_fixres_recipe_finetunes_at_48px(source, tmp_path):
 
 
 def test_transfer_to_new_classes_reinitialises_the_head_and_beats_scratch(source, tmp_path):
-    train_cfg = {"epochs": 3, "lr": 1e-3, **FAST}
+    # the source's own learning rate. At 1e-3 whether transfer won in 3 epochs depended on the host's float kernels
+    # (67.8 vs 55.0% on an Intel Xeon host, 52.8 vs 55.0% on an AMD EPYC one); at 2e-3 it wins by 9.4 points on the
+    # EPYC host (and by 6.7 at 5 epochs)
+    train_cfg = {"epochs": 3, "lr": 2e-3, **FAST}
     transfer = _recipe(data={"classes": HIGH}, train=train_cfg, finetune={"from": str(source)})
     top = stage_train(transfer, tmp_path / "transfer", progress=False)
     ft = json.loads((tmp_path / "transfer" / "model.json").read_text())["finetune"]
@@ -130,7 +133,7 @@ def test_transfer_to_new_classes_reinitialises_the_head_and_beats_scratch(source
 
     scratch = _recipe(model={"name": "vit_tiny_patch16", "args": ARGS}, data={"classes": HIGH}, train=train_cfg)
     from_scratch = stage_train(scratch, tmp_path / "scratch", progress=False)
-    assert top > from_scratch + 5  # 67.8% vs 55.0% after the same 3 epochs
+    assert top > from_scratch + 5  # 61.1% vs 51.7% after the same 3 epochs (AMD EPYC host)
 
     # 0-9: the head changes shape; layer-wise LR decay for the backbone
     ten = _recipe(
