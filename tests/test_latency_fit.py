@@ -11,6 +11,7 @@ from conftest import edgevit_cli
 from edgevit import EdgeVitError
 from edgevit.parity.cost import render_cost_html, render_cost_markdown
 from edgevit.parity.latency_fit import apply, fit, read_timings
+from edgevit.recipe import Recipe
 
 # Estimated cycles of the zoo models on the emulated Cortex-A76 (docs/guides/arm-cost.md, ExecuTorch fp32 and int8
 # at native resolution), as M cycles; the "timings" are those cycles at 2.4 GHz with a few percent of spread.
@@ -132,3 +133,21 @@ def test_calibrate_on_a_device_that_does_not_count_fails_before_any_work(tmp_pat
     proc = edgevit_cli("parity", str(tmp_path / "no-such-run"), "--calibrate", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --calibrate needs a device with an ARM cost profile; host does not count"
+
+
+def test_calibrate_with_the_cost_profile_off_fails_before_any_work(tmp_path):
+    """A run whose recipe turns the cost profile off cannot be calibrated: said at once (before the target is even
+    looked at), not after the emulated parity run."""
+    run = tmp_path / "run"
+    run.mkdir()
+    Recipe.from_dict({"model": {"name": "vit_tiny_patch16"}, "parity": {"cost": {"enabled": False}}}).save(
+        run / "recipe.yaml"
+    )
+    path = _csv(tmp_path, "artifact,ms\nexecutorch_fp32.pte,3\n")
+    proc = edgevit_cli(
+        "parity", str(run), "--device", "android-arm64", "--cache", str(tmp_path / "none"), "--calibrate", str(path)
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: --calibrate needs the cost profile, and {run / 'recipe.yaml'} sets parity.cost.enabled: false"
+    )

@@ -416,6 +416,10 @@ def stage_parity(
     timings = latency_fit.read_timings(calibrate) if calibrate is not None else None  # bad input fails first
     if timings is not None and getattr(dev, "cost_cpu", None) is None:
         raise EdgeVitError(f"--calibrate needs a device with an ARM cost profile; {dev.name} does not count")
+    if timings is not None and not load_run(run_dir).parity.cost.enabled:
+        raise EdgeVitError(
+            f"--calibrate needs the cost profile, and {recipe_path(run_dir)} sets parity.cost.enabled: false"
+        )
     dev.ensure_ready()  # before minutes of work, not after
     recipe, model, data, meta = trained(run_dir)
     manifest = read_manifest(run_dir)
