@@ -39,7 +39,8 @@ std::string code(Error e) {
 
 extern "C" {
 
-// Load PATH's "forward" method (weights packed now: XNNPACK's init runs here). Returns a handle or null.
+// Load PATH's "forward" method (weights packed now: XNNPACK's init runs here). Returns a handle or null; the handle
+// lives as long as the guest process (one model per process), so there is no free function.
 void* edgevit_et_load(const char* path, char* err, size_t errlen) {
   auto module = std::make_unique<Module>(path, Module::LoadMode::File);
   Error e = module->load_method("forward");
@@ -105,10 +106,6 @@ int64_t edgevit_et_forward(
   }
   std::memcpy(out, tensor.const_data_ptr<float>(), numel * sizeof(float));
   return numel;
-}
-
-void edgevit_et_free(void* handle) {
-  delete static_cast<Module*>(handle);
 }
 
 }  // extern "C"
