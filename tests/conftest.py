@@ -3,8 +3,9 @@
 The suite runs in parallel (``pytest -n 2``, pytest-xdist): each worker uses one torch thread (2 workers on 2 cores),
 and the expensive session runs (:func:`quickstart_run`, :func:`tiny_digits_run`) are made once per session, by
 whichever worker needs one first, in a directory all workers share (:func:`shared_run`); the others wait for it and
-read it. Tests that use the quickstart run are kept on one worker (``xdist_group``), so the other keeps running
-tests instead of waiting for the run to finish.
+read it. Tests that use the quickstart run are kept on one worker (``xdist_group``), and so are the tests on the
+emulated ARM64 target (its first set-up builds an emulator for minutes), so the other worker keeps running tests
+instead of waiting for the run or the build to finish.
 """
 
 from __future__ import annotations
@@ -83,11 +84,19 @@ def shared_run(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     return out
 
 
+# fixture -> xdist group: every test that needs one of these session fixtures runs on one worker (``--dist
+# loadgroup`` hands a group to a single worker, the largest groups first, so these two land on different workers)
+GROUPS = {"quickstart_run": "quickstart", "arm64_target": "arm64"}
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """Keep every test of the quickstart run on one xdist worker (``--dist loadgroup``)."""
+    """Keep the tests of each expensive shared fixture (:data:`GROUPS`) on one xdist worker."""
     for item in items:
-        if "quickstart_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("quickstart"))
+        names = getattr(item, "fixturenames", ())  # the test's whole fixture closure
+        for fixture, group in GROUPS.items():
+            if fixture in names:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
 
 
 @pytest.fixture(scope="session")

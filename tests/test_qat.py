@@ -5,12 +5,15 @@ ViT, fine-tuned with QAT and exported to ExecuTorch int8, loses at most 0.3 poin
 self when the .pte runs in the ExecuTorch runtime.
 """
 
+import copy
 import csv
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import yaml
+from conftest import TINY_DIGITS_RECIPE, copy_run, edgevit_cli
 from torch.utils.data import Subset
 
 import edgevit.train.loop as loop
@@ -212,6 +215,21 @@ def test_resuming_qat_from_a_float_checkpoint_is_refused(digits32, tmp_path):
     save_checkpoint(tmp_path / "checkpoints", _vit(), None, {"epoch": 1, "best_val_top1": 0.0, "metrics": []})
     with pytest.raises(EdgeVitError, match="not a QAT checkpoint of this model"):
         train_qat(_vit(), _small(digits32), QATConfig(epochs=2), tmp_path, resume=True, backend=ET, progress=False)
+
+
+def test_qat_on_a_run_refuses_a_recipe_for_another_model(tiny_digits_run, tmp_path):
+    """`edgevit train RECIPE --out RUN --qat` fine-tunes RUN's model with RECIPE's qat: settings, so a RECIPE naming
+    another model is refused in one line, before any work, and RUN is left as it was."""
+    run = copy_run(tiny_digits_run, tmp_path / "run", artifacts=[])
+    before = (run / "recipe.yaml").read_text()
+    other = copy.deepcopy(TINY_DIGITS_RECIPE)
+    other["model"]["args"]["depth"] = 3
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    proc = edgevit_cli("train", str(tmp_path / "other.yaml"), "--out", str(run), "--qat")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "model: section differs" in line and "recipe it was trained with" in line, line
+    assert (run / "recipe.yaml").read_text() == before and not (run / "qat").exists()
 
 
 def test_checkpoints_store_shared_tensors_once(tmp_path):

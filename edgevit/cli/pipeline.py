@@ -23,8 +23,9 @@ def train_cmd(
 ) -> None:
     """Train the recipe's model; writes checkpoints/, metrics.csv and model.safetensors into OUT.
 
-    With --qat, an OUT that already holds a trained model is not retrained: QAT fine-tunes it with each
-    backend's QAT quantizer (the backends of the recipe's `method: qat` targets, default executorch);
+    With --qat, an OUT that already holds a trained model is not retrained: QAT fine-tunes it with RECIPE's `qat:`
+    settings (RECIPE must name OUT's model and data) and each backend's QAT quantizer (the backends of its
+    `method: qat` targets, default executorch);
     --resume then continues an interrupted QAT run. `edgevit export OUT` lowers the QAT graphs.
 
     Multi-process: `torchrun --nproc_per_node N -m edgevit.cli train RECIPE --out OUT` (DDP; train.batch_size
@@ -41,7 +42,7 @@ def train_cmd(
             ema = " (EMA weights)" if r.train.ema_decay else ""
             _echo(f"val top-1 {top1:.2f}%{ema}  model: {out / 'model.safetensors'}")
     if qat:
-        for backend, top1 in stage_qat(out, resume=resume).items():
+        for backend, top1 in stage_qat(out, resume=resume, recipe=r).items():
             _echo(f"QAT {backend}: val top-1 {top1:.2f}% (fake-quantized)  checkpoints: {out / 'qat' / backend}")
 
 

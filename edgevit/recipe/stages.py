@@ -199,13 +199,38 @@ def qat_backends(recipe: Recipe) -> list[str]:
 
 
 def stage_qat(
-    run_dir: str | Path, backends: list[str] | None = None, resume: bool = False, progress: bool = True
+    run_dir: str | Path,
+    backends: list[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    recipe: Recipe | None = None,
 ) -> dict[str, float]:
     """Quantization-aware fine-tuning of RUN's trained float model with each backend's QAT quantizer (the
     recipe's ``qat:`` section) into ``RUN/qat/<backend>/``; ``method: qat`` targets export from there.
-    Returns the fake-quantized model's val top-1 per backend."""
+    Returns the fake-quantized model's val top-1 per backend.
+
+    ``recipe`` (default: the run's own): a recipe whose ``qat:`` section and ``method: qat`` targets to use, e.g.
+    the one given to ``edgevit train RECIPE --out RUN --qat``; it must name the run's model and data. They are
+    written into ``RUN/recipe.yaml`` (atomically) before training, so the run records the QAT it holds.
+
+    Raises:
+        EdgeVitError: ``recipe`` names another model or dataset than the run was trained with.
+    """
     run_dir = Path(run_dir)
-    recipe, model, data, _ = trained(run_dir)
+    run_recipe, model, data, _ = trained(run_dir)
+    if recipe is not None:
+        for part in ("model", "data"):
+            if getattr(recipe, part) != getattr(run_recipe, part):
+                raise EdgeVitError(
+                    f"the recipe's {part}: section differs from {recipe_path(run_dir)}'s; QAT fine-tunes the model "
+                    f"{run_dir} holds: give the recipe it was trained with (edited only in qat: or export:), or a "
+                    "new --out to train from scratch"
+                )
+        update = {"qat": recipe.qat, "export": recipe.export}
+        if run_recipe.qat != recipe.qat or run_recipe.export != recipe.export:
+            run_recipe = run_recipe.model_copy(update=update)
+            run_recipe.save(recipe_path(run_dir))
+    recipe = run_recipe
     out = {}
     for backend in backends or qat_backends(recipe):
         with timed(run_dir, f"qat {backend}"):

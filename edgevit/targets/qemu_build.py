@@ -35,6 +35,7 @@ CONFIGURE = (
     "-Dcapstone=disabled",
     "--disable-rust",
     "--disable-install-blobs",
+    "--disable-debug-info",
 )
 PYTHON_BUILD_DEPS = ("meson==1.5.0", "pycotap==1.3.1")
 PLUGIN_SOURCE = Path(__file__).with_name("plugins") / "count.c"
