@@ -226,9 +226,8 @@ def stage_qat(
                     f"{run_dir} holds: give the recipe it was trained with (edited only in qat: or export:), or a "
                     "new --out to train from scratch"
                 )
-        update = {"qat": recipe.qat, "export": recipe.export}
-        if run_recipe.qat != recipe.qat or run_recipe.export != recipe.export:
-            run_recipe = run_recipe.model_copy(update=update)
+        if (recipe.qat, recipe.export) != (run_recipe.qat, run_recipe.export):
+            run_recipe = run_recipe.model_copy(update={"qat": recipe.qat, "export": recipe.export})
             run_recipe.save(recipe_path(run_dir))
     recipe = run_recipe
     out = {}
